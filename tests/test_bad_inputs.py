@@ -1,0 +1,372 @@
+"""Bad-input catalogue (issue 10, point 1) through the real scan and the real dataset check.
+
+Each case builds a small real dataset (Fashion-MNIST sample PNGs, scikit-learn's sample photos for JPEG
+cases), damages it in one way, and shows: the message names the file and the reason, the user's files are
+byte-for-byte untouched (sha256 before and after), and the run goes on or stops as the policy says
+(skip: left out and the clean train split decodes end to end; warn: kept; fail: DatasetCheckError).
+"""
+import json
+import os
+import shutil
+import signal
+import struct
+import unicodedata
+import zlib
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from classifier_training.core import DatasetError, sha256_file, write_labels_mapping
+from classifier_training.data.check import DatasetCheckError, check_dataset
+from classifier_training.data.datasets import (DatasetWarning, ImageClassificationDataset, ImageReadError,
+                                               load_image_rgb, scan_dataset)
+from classifier_training.data.sample import write_sample_subset
+
+CLASSES = ("Bag", "Coat", "Sandal")
+
+
+# ---------------------------------------------------------------- helpers
+def snapshot(root: Path) -> dict[str, str]:
+    "sha256 of every regular file under root (symlinks not followed, so loops are harmless)."
+    out = {}
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            p = Path(folder) / name
+            if p.is_file() and not p.is_symlink(): out[str(p.relative_to(root))] = sha256_file(p)
+    return out
+
+
+@pytest.fixture
+def data(tmp_path) -> Path:
+    return write_sample_subset(tmp_path / "data", per_class=3, classes=CLASSES)
+
+
+@contextmanager
+def untouched(root: Path):
+    "Assert that nothing under root changes inside the block (no file modified, moved, added or deleted)."
+    before = snapshot(root)
+    yield
+    assert snapshot(root) == before, "the dataset check modified, moved, added or deleted user files"
+
+
+@contextmanager
+def time_limit(seconds: int):
+    "Fail (instead of hanging the suite) when the block runs longer than `seconds`."
+    def _raise(*_): raise TimeoutError(f"took longer than {seconds} s (hang?)")
+    old = signal.signal(signal.SIGALRM, _raise)
+    signal.alarm(seconds)
+    try: yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def check(root: Path, policy: str = "skip", **kw):
+    "Scan + check quietly (warnings from the library are expected and asserted separately)."
+    index = scan_dataset(root, verbose=False)
+    return check_dataset(index, policy=policy, num_workers=0, verbose=False, **kw)
+
+
+def decode_all(records, class_to_idx):
+    "What a training epoch does with a split: decode every image (raises on a bad one)."
+    ds = ImageClassificationDataset(records, class_to_idx)
+    return [ds[i]["image"].size for i in range(len(ds))]
+
+
+def photo() -> np.ndarray:
+    "A real colour photo (scikit-learn's china.jpg), cropped and shrunk to 64x48."
+    from sklearn.datasets import load_sample_images
+    return np.asarray(Image.fromarray(load_sample_images().images[0]).resize((64, 48)))
+
+
+def sample_gray(root: Path) -> np.ndarray:
+    return np.asarray(Image.open(next((root / "train" / "Bag").glob("*.png"))))
+
+
+def assert_policy_behaviour(root: Path, bad_name: str, reason: str):
+    "The three policies on a dataset with one bad file named `bad_name`."
+    with untouched(root):
+        with pytest.warns(DatasetWarning, match=bad_name):
+            skip = check(root, "skip")
+        [bad] = skip.bad_files
+        assert (bad.path.name, bad.reason) == (bad_name, reason)
+        assert bad_name in bad.message and str(bad.path) in bad.message
+        assert bad.path not in {r.path for s in skip.clean_index.splits.values() for r in s}
+        decode_all(skip.clean_index.splits["train"], skip.clean_index.class_to_idx)  # the run goes on
+        with pytest.warns(DatasetWarning, match="kept"):
+            warn = check(root, "warn")
+        assert bad.path in {r.path for s in warn.clean_index.splits.values() for r in s}
+        with pytest.raises(DatasetCheckError, match=bad_name) as e:
+            check(root, "fail")
+        assert "policy 'fail'" in str(e.value) and e.value.report.bad_files[0].reason == reason
+
+
+# ---------------------------------------------------------------- broken files
+def test_truncated_jpeg(data):
+    cut = data / "train" / "Coat" / "cut.jpg"
+    full = data / "train" / "Coat" / "full.jpg"
+    Image.fromarray(photo()).save(full, quality=90)
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    Image.open(cut).verify()  # Pillow's verify() does not notice; only the full decode does
+    assert_policy_behaviour(data, "cut.jpg", "truncated")
+
+
+def test_zero_byte_file(data):
+    (data / "train" / "Bag" / "zero.png").write_bytes(b"")
+    assert_policy_behaviour(data, "zero.png", "empty")
+
+
+def test_text_file_with_an_image_extension(data):
+    (data / "val" / "Sandal" / "notes.jpg").write_text("this is not a picture")
+    assert_policy_behaviour(data, "notes.jpg", "not_an_image")
+
+
+def test_missing_file_named_in_annotations(tmp_path):
+    root = write_sample_subset(tmp_path / "csv", per_class=3, format="csv", classes=CLASSES)
+    with open(root / "train.csv", "a") as f: f.write("images/train/gone.png,Bag\n")
+    assert_policy_behaviour(root, "gone.png", "missing")
+
+
+def test_stray_non_image_files_are_ignored_and_counted(data):
+    (data / "train" / "Bag" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (data / "train" / "Coat" / "README.txt").write_text("coats")
+    (data / "train" / "._Thumbs.png").write_bytes(b"\0\5\x16\7")  # macOS AppleDouble file with an image name
+    with untouched(data):
+        report = check(data)
+    assert report.bad_files == []
+    names = sorted(p.name for p in report.index.ignored_files)
+    assert names == [".DS_Store", "._Thumbs.png", "README.txt"]
+    assert report.to_dict()["ignored_files"] == ["train/._Thumbs.png", "train/Bag/.DS_Store", "train/Coat/README.txt"]
+    assert "3 non-image file(s) ignored" in scan_dataset(data, verbose=False).describe()
+
+
+# ---------------------------------------------------------------- unusual but valid images
+def _add(data: Path, name: str, img: Image.Image, **save) -> Path:
+    path = data / "train" / "Bag" / name
+    img.save(path, **save)
+    return path
+
+
+def _valid(data: Path, path: Path) -> np.ndarray:
+    "The image passes the check, stays in the clean index, and decodes to 8-bit RGB."
+    with untouched(data):
+        report = check(data)
+    assert report.bad_files == []
+    assert path in {r.path for r in report.clean_index.splits["train"]}
+    im = load_image_rgb(path)
+    assert im.mode == "RGB"
+    return np.asarray(im)
+
+
+def test_cmyk_jpeg(data):
+    rgb = photo()
+    path = _add(data, "cmyk.jpg", Image.fromarray(rgb).convert("CMYK"), quality=95)
+    assert Image.open(path).mode == "CMYK"
+    out = _valid(data, path)
+    assert np.abs(out.astype(int) - rgb.astype(int)).mean() < 8  # colours survive the round trip
+
+
+def test_16_bit_png(data):
+    gray = sample_gray(data)
+    path = _add(data, "wide.png", Image.fromarray(gray.astype(np.uint16) * 257))
+    assert Image.open(path).mode.startswith("I;16")
+    out = _valid(data, path)
+    assert (out[..., 0] == gray).all() and (out[..., 2] == gray).all()  # scaled, not clipped to white
+
+
+def test_palette_png_with_transparency(data):
+    gray = sample_gray(data)
+    pal = Image.fromarray(gray).convert("P")
+    pal.info["transparency"] = pal.getpixel((0, 0))  # the background colour is transparent
+    path = _add(data, "palette.png", pal, transparency=pal.getpixel((0, 0)))
+    assert Image.open(path).mode == "P" and "transparency" in Image.open(path).info
+    out = _valid(data, path)
+    assert (out[0, 0] == 255).all()  # transparent background becomes white
+
+
+def test_rgba(data):
+    gray = sample_gray(data)
+    alpha = np.where(gray > 0, 255, 0).astype(np.uint8)
+    path = _add(data, "rgba.png", Image.fromarray(np.dstack([gray, gray, gray, alpha]), "RGBA"))
+    out = _valid(data, path)
+    assert (out[gray == 0] == 255).all() and (out[gray > 0][:, 1] == gray[gray > 0]).all()
+
+
+def test_grayscale(data):
+    gray = sample_gray(data)
+    path = _add(data, "gray.bmp", Image.fromarray(gray))
+    out = _valid(data, path)
+    assert (out[..., 0] == gray).all() and (out[..., 1] == out[..., 2]).all()
+
+
+def test_exif_rotated_photo(data):
+    rgb = photo()  # 64 wide, 48 high
+    exif = Image.Exif()
+    exif[0x0112] = 6  # camera held sideways: viewers rotate 90 degrees clockwise
+    path = _add(data, "phone.jpg", Image.fromarray(rgb), exif=exif, quality=95)
+    out = _valid(data, path)
+    assert out.shape == (64, 48, 3)  # upright: now 48 wide, 64 high
+    expected = np.asarray(Image.fromarray(rgb).transpose(Image.Transpose.ROTATE_270))
+    assert np.abs(out.astype(int) - expected.astype(int)).mean() < 8
+
+
+def test_1x1_image(data):
+    path = _add(data, "dot.png", Image.new("RGB", (1, 1), (10, 200, 30)))
+    assert _valid(data, path).tolist() == [[[10, 200, 30]]]
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    "A PNG claiming width x height pixels (a decompression bomb's header), with a tiny body."
+    def chunk(kind, body): return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+def test_very_large_image_decompression_bomb(data):
+    bomb = data / "train" / "Coat" / "bomb.png"
+    bomb.write_bytes(_png_header_only(30_000, 30_000))  # 900 megapixels in a 100-byte file
+    assert bomb.stat().st_size < 200
+    assert_policy_behaviour(data, "bomb.png", "too_large")
+    with pytest.raises(ImageReadError, match="bomb.png.*decompression-bomb guard"):
+        load_image_rgb(bomb)
+
+
+def test_pixel_limit_is_configurable(data):
+    with untouched(data):
+        with pytest.warns(DatasetWarning):
+            report = check(data, max_pixels=27 * 28)
+    assert {b.reason for b in report.bad_files} == {"too_large"}
+    assert len(report.bad_files) == report.index.num_images()
+    assert "784 pixels is over the limit of 756" in report.bad_files[0].message
+
+
+# ---------------------------------------------------------------- names and layout
+def test_upper_case_extensions(data):
+    src = next((data / "train" / "Bag").glob("*.png"))
+    img = Image.open(src).convert("RGB")
+    for name, fmt in [("A.JPG", "JPEG"), ("B.PNG", "PNG"), ("C.Jpeg", "JPEG"), ("D.TIFF", "TIFF"),
+                      ("E.BMP", "BMP"), ("F.GIF", "GIF"), ("G.WebP", "WEBP"), ("H.Tif", "TIFF")]:
+        img.save(data / "train" / "Bag" / name, format=fmt)
+    with untouched(data):
+        report = check(data)
+    names = {r.path.name for r in report.clean_index.splits["train"]}
+    assert {"A.JPG", "B.PNG", "C.Jpeg", "D.TIFF", "E.BMP", "F.GIF", "G.WebP", "H.Tif"} <= names
+    assert report.bad_files == [] and report.index.ignored_files == []
+
+
+def test_class_names_with_spaces_and_non_ascii_letters(tmp_path):
+    root = write_sample_subset(tmp_path / "data", per_class=3, classes=("Bag", "Coat", "Sandal"))
+    names = {"Bag": "ankle boot 2", "Coat": "Çanta über", "Sandal": "ankle boot 10"}
+    for split in ("train", "val", "test"):
+        for old, new in names.items():
+            # val written in NFD (as macOS does), train in NFC: they must still be the same class
+            new = unicodedata.normalize("NFD" if split == "val" else "NFC", new)
+            os.rename(root / split / old, root / split / new)
+    with untouched(root):
+        report = check(root)
+    assert report.index.class_names == ["ankle boot 2", "ankle boot 10", "Çanta über"]  # natural order
+    assert report.index.unknown_labels == {} and report.missing_classes == {"val": [], "test": []}
+    write_labels_mapping(tmp_path / "labels_mapping.json", report.index.class_names)
+    mapping = json.loads((tmp_path / "labels_mapping.json").read_text(encoding="utf-8"))
+    assert mapping["idx_to_class"]["2"] == "Çanta über"
+
+
+def test_empty_class_folder(data):
+    (data / "train" / "Dress").mkdir()
+    with untouched(data):
+        with pytest.warns(DatasetWarning, match="Dress"):
+            report = check(data)
+    assert report.index.class_names == list(CLASSES)  # an empty class cannot be learned: left out
+    assert report.empty_classes == ["Dress"]
+    assert report.to_dict()["empty_classes"] == ["Dress"]
+
+
+def test_class_missing_from_val(data):
+    shutil.rmtree(data / "val" / "Coat")
+    with untouched(data):
+        report = check(data)
+    assert report.missing_classes == {"val": ["Coat"], "test": []}
+    assert report.to_dict()["counts"]["val"]["Coat"] == 0
+
+
+def test_val_label_unknown_to_train(data):
+    (data / "val" / "Dress").mkdir()
+    shutil.copy(next((data / "val" / "Bag").glob("*.png")), data / "val" / "Dress" / "x.png")
+    with untouched(data):
+        with pytest.warns(DatasetWarning, match=r"val: 1 image\(s\) with label\(s\) unknown to train are excluded: \{'Dress': 1\}"):
+            report = check(data)
+    assert report.index.unknown_labels == {"val": {"Dress": 1}}
+    assert all(r.label != "Dress" for r in report.clean_index.splits["val"])
+    assert report.to_dict()["unknown_labels"] == {"val": {"Dress": 1}}
+
+
+def test_single_class_is_a_clear_error(tmp_path):
+    root = write_sample_subset(tmp_path / "data", per_class=3, classes=("Bag",))
+    with untouched(root), pytest.raises(DatasetError, match="cannot train a classifier on one class"):
+        scan_dataset(root, verbose=False)
+
+
+def test_missing_train_folder(tmp_path):
+    root = write_sample_subset(tmp_path / "data", per_class=2, splits=("val", "test"), classes=CLASSES)
+    msg = (f"data.root '{root}' has no train/ folder; expected train/<class>/*.jpg, "
+           "train/annotations.jsonl or train.csv")
+    with untouched(root), pytest.raises(DatasetError, match=msg.replace("(", r"\(").replace(")", r"\)").replace("*", r"\*").replace(".", r"\.")):
+        scan_dataset(root, verbose=False)
+    with pytest.raises(DatasetError, match="does not exist"):
+        scan_dataset(tmp_path / "nowhere", verbose=False)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+@pytest.mark.parametrize("escape", ["../../outside.png", "images/../../../secret.png", "/etc/hosts.png"])
+def test_annotation_path_escaping_the_root(tmp_path, fmt, escape):
+    root = write_sample_subset(tmp_path / "data", per_class=2, format=fmt, classes=CLASSES)
+    (tmp_path / "outside.png").write_bytes((next(root.rglob("*.png"))).read_bytes())
+    if fmt == "jsonl":
+        ann = root / "train" / "annotations.jsonl"
+        with open(ann, "a") as f: f.write(json.dumps({"image": escape, "label": "Bag"}) + "\n")
+    else:
+        ann = root / "train.csv"
+        with open(ann, "a") as f: f.write(f"{escape},Bag\n")
+    with untouched(root), pytest.raises(DatasetError) as e:
+        scan_dataset(root, verbose=False)
+    assert "points outside the dataset root" in str(e.value) and ann.name in str(e.value) and escape in str(e.value)
+
+
+def test_symlink_loop_does_not_hang(data):
+    os.symlink(data / "train", data / "train" / "Bag" / "loop")  # Bag/loop -> train/ -> Bag/ -> ...
+    os.symlink("..", data / "train" / "Coat" / "up")
+    with time_limit(60), untouched(data):
+        report = check(data)
+    assert report.bad_files == []
+    # the links lead back into train/, which is never entered twice: each image is listed once, under its class
+    assert report.index.num_images("train") == 9
+    assert {r.label for r in report.index.splits["train"]} == set(CLASSES)
+
+
+def test_symlink_between_class_folders_hides_no_class(data):
+    os.symlink(data / "train" / "Coat", data / "train" / "Bag" / "also_coats")
+    with time_limit(60), untouched(data):
+        report = check(data)
+    counts = report.index.counts()["train"]
+    assert counts == {"Bag": 6, "Coat": 3, "Sandal": 3}  # Coat keeps its images; Bag lists the linked ones too
+    assert report.duplicates_within_split["train"] == 3
+
+
+def test_broken_symlink_is_reported_missing(data):
+    os.symlink(data / "nowhere.png", data / "train" / "Bag" / "dangling.png")
+    assert_policy_behaviour(data, "dangling.png", "missing")
+
+
+def test_leakage_across_splits_names_both_files(data):
+    src = next((data / "train" / "Coat").glob("*.png"))
+    shutil.copy(src, data / "test" / "Coat" / "copy_of_train.png")
+    with untouched(data):
+        with pytest.warns(DatasetWarning, match="leakage"):
+            report = check(data)
+    [group] = report.duplicates_across_splits
+    assert [(f["split"], f["path"]) for f in group["files"]] == [
+        ("train", f"train/Coat/{src.name}"), ("test", "test/Coat/copy_of_train.png")]
+    assert group["sha256"] == sha256_file(src)
