@@ -1,0 +1,169 @@
+"""The torch-free predictor: it agrees with the PyTorch evaluation pipeline on the whole sample test split, never
+imports torch, decodes images exactly as training does, and the classifier-predict CLI reports errors clearly."""
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from PIL import Image
+
+from classifier_training.core import PreprocessingConfig
+from classifier_training.data.datasets import load_image_rgb
+from classifier_training.data.transforms import build_eval_transform
+from classifier_training.export import _tiny_trained_export
+from classifier_training.predict import ModelFileError, OnnxClassifier, load_rgb, preprocess_image
+
+PREDICT = ("import sys; from classifier_training.predict import main; rc = main(sys.argv[1:]); "
+           "assert 'torch' not in sys.modules, 'classifier-predict imported torch'; sys.exit(rc)")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    "A tiny model trained briefly on sample images, exported; the data root holds the whole sample test split."
+    return _tiny_trained_export(tmp_path_factory.mktemp("predict"), test_per_class=100)
+
+
+def _predict(*args):
+    "Run classifier-predict in a fresh interpreter that fails if torch gets imported."
+    return subprocess.run([sys.executable, "-c", PREDICT, *map(str, args)], capture_output=True, text=True, timeout=600)
+
+
+def _agreement(demo, tmp_path, step):
+    "classifier-predict vs the PyTorch evaluation pipeline (datamodule test loader + model) on every `step`-th test image."
+    dm, model = demo.datamodule, demo.model.eval()
+    assert len(dm.test_dataset) == 1000  # the embedded sample's whole test split
+    subset = torch.utils.data.Subset(dm.test_dataset, range(0, len(dm.test_dataset), step))
+    loader = torch.utils.data.DataLoader(subset, batch_size=64, collate_fn=dm.test_dataloader().collate_fn)
+    with torch.no_grad(): torch_probs = torch.cat([model(b["images"]).softmax(-1) for b in loader]).numpy()
+    paths = [dm.test_dataset.paths[i] for i in subset.indices]
+    args = [demo.data_root / "test"] if step == 1 else paths
+    r = _predict(demo.model_path, *args, "--top-k", "10", "--out", tmp_path / "p.json", "--batch-size", "64")
+    assert r.returncode == 0, r.stderr
+    rows = {p["path"]: p["predictions"] for p in json.loads((tmp_path / "p.json").read_text())["predictions"]}
+    assert len(rows) == len(paths)
+    onnx_probs = np.zeros_like(torch_probs, dtype=np.float64)
+    for i, path in enumerate(paths):
+        for p in rows[str(path)]: onnx_probs[i, p["index"]] = p["probability"]
+    agree, max_diff = float(np.mean(torch_probs.argmax(1) == onnx_probs.argmax(1))), float(np.abs(onnx_probs - torch_probs).max())
+    print(f"sample test split: {len(paths)} images, top-1 agreement {agree:.2%}, max |p_onnx - p_torch| = {max_diff:.2e}")
+    assert agree == 1.0 and max_diff < 1e-5
+
+
+def test_agrees_with_pytorch_eval_pipeline_on_a_fifth_of_the_test_split(demo, tmp_path):
+    _agreement(demo, tmp_path, step=5)
+
+
+@pytest.mark.slow
+def test_agrees_with_pytorch_eval_pipeline_on_the_whole_sample_test_split(demo, tmp_path):
+    _agreement(demo, tmp_path, step=1)
+
+
+def test_predictor_never_imports_torch(demo):
+    code = "import sys, classifier_training.predict; assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+    image = next((demo.data_root / "val").rglob("*.png"))
+    r = _predict(demo.model_path, image)  # the guard in PREDICT checks after a real prediction
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(str(image))
+
+
+def test_metadata_and_batching(demo):
+    from classifier_training.export import METADATA_KEYS
+    from classifier_training.predict import REQUIRED_METADATA
+    assert set(REQUIRED_METADATA) <= set(METADATA_KEYS)  # the predictor's copy of the key names matches the exporter's
+    clf = OnnxClassifier(demo.model_path)
+    assert clf.class_names == demo.class_names and clf.preprocessing == demo.preprocessing
+    files = sorted((demo.data_root / "val").rglob("*.png"))[:33]
+    runs = [clf.predict(files, batch_size=bs, top_k=3)[0] for bs in (1, 7, 32)]
+    assert all(len(r) == 33 for r in runs)
+    for other in runs[1:]:
+        assert [p.indices for p in other] == [p.indices for p in runs[0]]
+        assert np.allclose([p.probabilities for p in other], [p.probabilities for p in runs[0]], atol=1e-6)
+    assert [p.path for p in runs[0]] == [str(f) for f in files]
+
+
+def test_cli_outputs_and_skips_unreadable_files(demo, tmp_path):
+    folder = tmp_path / "imgs" / "nested"
+    folder.mkdir(parents=True)
+    for f in sorted((demo.data_root / "val" / "Bag").glob("*.png"))[:3]: (folder / f.name).write_bytes(f.read_bytes())
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    (folder / "readme.txt").write_text("not an image, not an image extension: ignored")
+    r = _predict(demo.model_path, tmp_path / "imgs", tmp_path / "missing.jpg", "--top-k", "2", "--out", tmp_path / "p.csv")
+    assert r.returncode == 0, r.stderr
+    assert "skipped" in r.stderr and "broken.png" in r.stderr and "missing.jpg" in r.stderr
+    rows = list(csv.DictReader((tmp_path / "p.csv").open()))
+    assert len(rows) == 3 and list(rows[0]) == ["path", "label", "probability", "top2_label", "top2_probability"]
+    assert all(float(r["probability"]) >= float(r["top2_probability"]) for r in rows)
+    r = _predict(demo.model_path, folder / "broken.png")
+    assert r.returncode == 1 and "0 image(s) predicted, 1 skipped" in r.stderr
+
+
+@pytest.mark.parametrize("case", ["missing", "not_onnx", "no_metadata", "no_images"])
+def test_cli_errors(demo, tmp_path, case):
+    image = next((demo.data_root / "val").rglob("*.png"))
+    model, expected = {"missing": (tmp_path / "absent.onnx", "no such file"),
+                       "not_onnx": (image, "not a readable ONNX model"),
+                       "no_metadata": (tmp_path / "plain.onnx", "no classifier_training metadata"),
+                       "no_images": (demo.model_path, "no image files found")}[case]
+    if case == "no_metadata":
+        plain = onnx.load(str(demo.model_path))
+        del plain.metadata_props[:]
+        onnx.save(plain, str(model))
+    paths = [tmp_path] if case == "no_images" else [image]
+    r = _predict(model, *paths)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr and expected in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("classifier-predict: error: "), r.stderr
+    if case != "no_images":
+        with pytest.raises(ModelFileError, match=expected): OnnxClassifier(model)
+
+
+def test_image_decoding_matches_training(tmp_path):
+    "Every mode the training loader handles gives identical pixels through the predictor's private copy."
+    gray = (np.arange(40 * 30).reshape(30, 40) % 251).astype(np.uint8)
+    rgb = np.dstack([gray, 255 - gray, gray // 2])
+    exif = Image.Exif(); exif[0x0112] = 6
+    cases = {"gray.png": Image.fromarray(gray), "rgb.jpg": Image.fromarray(rgb),
+             "rgba.png": Image.fromarray(np.dstack([rgb, np.where(gray > 100, 255, 0).astype(np.uint8)]), "RGBA"),
+             "la.png": Image.fromarray(np.dstack([gray, gray]), "LA"),
+             "wide16.png": Image.fromarray(gray.astype(np.uint16) * 257),
+             "palette.gif": Image.fromarray(rgb).convert("P"),
+             "palette_transparent.png": Image.fromarray(gray).convert("P"),
+             "cmyk.jpg": Image.fromarray(rgb).convert("CMYK"),
+             "one_bit.bmp": Image.fromarray(gray).convert("1"),
+             "float.tif": Image.fromarray(gray.astype(np.float32) * 3.0)}
+    for name, img in cases.items():
+        kwargs = {"transparency": 0} if name == "palette_transparent.png" else {}
+        img.save(tmp_path / name, **kwargs)
+    Image.fromarray(rgb).save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    for f in sorted(tmp_path.iterdir()):
+        a, b = load_rgb(f), load_image_rgb(f)
+        assert a.mode == b.mode == "RGB" and a.size == b.size, f.name
+        assert np.array_equal(np.asarray(a), np.asarray(b)), f.name
+    assert load_rgb(tmp_path / "rotated.jpg").size == (30, 40)
+
+
+def test_preprocessing_is_bit_exact_with_eval_transform(demo):
+    image = load_image_rgb(next((demo.data_root / "test").rglob("*.png")))
+    variants = [image, image.crop((0, 0, 28, 19)), image.crop((3, 0, 24, 28)), image.resize((333, 250)), image.resize((45, 61))]
+    configs = [demo.preprocessing, PreprocessingConfig(image_size=224), PreprocessingConfig(image_size=17, crop_pct=0.9),
+               PreprocessingConfig(image_size=24, interpolation="nearest", mean=(0.5,) * 3, std=(0.5,) * 3)]
+    for img in variants:
+        for pre in configs:
+            assert np.array_equal(preprocess_image(img, pre), build_eval_transform(pre)(img).numpy()), (img.size, pre)
+
+
+@pytest.mark.slow
+def test_uint8_model_predicts_like_float_model(demo, tmp_path):
+    from classifier_training.export import export_onnx
+    u8 = export_onnx(demo.model, tmp_path, with_preprocessing=True, verify_images=demo.datamodule.val_dataset.paths, latency_repeats=0)
+    files = demo.datamodule.test_dataset.paths[::10]
+    float_preds, _ = OnnxClassifier(demo.model_path).predict(files, top_k=10)
+    u8_preds, _ = OnnxClassifier(u8.model_path).predict(files, top_k=10)
+    assert [p.indices[0] for p in float_preds] == [p.indices[0] for p in u8_preds]
+    by_index = lambda p: np.array([v for _, v in sorted(zip(p.indices, p.probabilities))])
+    assert max(np.abs(by_index(a) - by_index(b)).max() for a, b in zip(float_preds, u8_preds)) < 1e-5
