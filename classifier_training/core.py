@@ -71,6 +71,11 @@ class PreprocessingConfig:
         object.__setattr__(self, "image_size", int(self.image_size))
         object.__setattr__(self, "crop_pct", float(self.crop_pct))
         object.__setattr__(self, "value_range", tuple(float(v) for v in self.value_range))
+        if self.value_range != (0.0, 1.0):
+            raise ConfigError(f"preprocessing.value_range={list(self.value_range)}: only [0.0, 1.0] is supported "
+                              "(pixels are divided by 255 before normalising)")
+        if self.channel_order != "RGB":
+            raise ConfigError(f"preprocessing.channel_order={self.channel_order!r}: only 'RGB' is supported")
 
     @property
     def resize_size(self) -> int:
