@@ -103,6 +103,8 @@ class PreprocessingConfig:
         return dataclasses.replace(self, image_size=int(image_size))
 
 # %% ../nbs/00_core.ipynb #746b9d12
+_UMASK = os.umask(0); os.umask(_UMASK)
+
 def _fsync_dir(folder: Path):
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
@@ -118,6 +120,7 @@ def atomic_writer(path: str | os.PathLike, # file to create or replace
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; an artifact gets a normal file's mode
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
             f.flush()

@@ -21,12 +21,12 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassRecall
 from torchvision.transforms import v2
 
-from .core import ConfigError, PreprocessingConfig
+from .core import ClassifierTrainingError, ConfigError, PreprocessingConfig
 from .data.transforms import preprocessing_for_backbone
 
 # %% auto #0
 __all__ = ['LOSSES', 'OPTIMIZERS', 'build_backbone', 'focal_loss', 'warmup_cosine_factor', 'weight_decay_param_groups',
-           'ImageClassifier']
+           'NonFiniteLossError', 'ImageClassifier']
 
 # %% ../nbs/10_model.ipynb #76bebe71
 def _check_timm_name(name: str) -> None:
@@ -106,6 +106,10 @@ def weight_decay_param_groups(module: nn.Module, # the model whose parameters to
         (skip if excluded else decay).append(p)
     groups = [{"params": decay, "weight_decay": float(weight_decay)}, {"params": skip, "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]
+
+# %% ../nbs/10_model.ipynb #5a275b1b
+class NonFiniteLossError(ClassifierTrainingError):
+    "The training loss became NaN or infinite; the message names the step, the learning rate and the batch's files."
 
 # %% ../nbs/10_model.ipynb #82ae3e43
 LOSSES = ("cross_entropy", "focal")
@@ -221,11 +225,35 @@ class ImageClassifier(pl.LightningModule):
         if self.mixing is not None: images, targets = self.mixing(images, labels)
         logits = self(images)
         loss = self.criterion(logits, targets)
+        if not self._loss_is_finite(loss): raise NonFiniteLossError(self._non_finite_message(loss, batch, batch_idx))
         self.train_acc.update(logits.detach(), targets.argmax(-1) if targets.ndim == 2 else labels)
         n = labels.shape[0]
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=n)
         self.log("train/acc_top1", self.train_acc, on_step=False, on_epoch=True, batch_size=n)
         return loss
+
+    def _loss_is_finite(self, loss: torch.Tensor) -> bool:
+        "True when the loss is finite on this process and, under DDP, on every process."
+        finite = bool(torch.isfinite(loss.detach()).all())
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:  # all ranks decide together: none is left in an all-reduce
+            finite = not trainer.strategy.reduce_boolean_decision(not finite, all=False)
+        return finite
+
+    def _non_finite_message(self, loss: torch.Tensor, batch: dict, batch_idx: int) -> str:
+        "The diagnostic of a non-finite loss: step, epoch, learning rate and the image files of the batch."
+        trainer = self._trainer
+        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer is not None and trainer.optimizers else self.hparams.lr
+        dataset = getattr(getattr(trainer, "datamodule", None), "train_dataset", None)
+        indices = batch.get("indices") if isinstance(batch, dict) else None
+        paths = getattr(dataset, "paths", None)
+        files = [str(paths[i]) for i in indices.tolist() if 0 <= i < len(paths)] if indices is not None and paths else []
+        shown = ", ".join(files[:16]) + (f" and {len(files) - 16} more" if len(files) > 16 else "")
+        where = " (non-finite on at least one process)" if trainer is not None and trainer.world_size > 1 else ""
+        return (f"the training loss is {float(loss.detach().float().mean())}{where} at step {self.global_step} "
+                f"(epoch {self.current_epoch}, batch {batch_idx}) with learning rate {lr:.3g}; the run stops here. "
+                f"Files of this batch: {shown or 'unknown'}. Lower model.lr, keep a warm-up (model.warmup_epochs) or set "
+                "trainer.gradient_clip_val; when it happens at the first step, check these images.")
 
     # -- evaluation: outputs are handed to callbacks (no extra forward passes) -------------------------
     def _eval_step(self, batch: dict, stage: str) -> dict[str, torch.Tensor]:
