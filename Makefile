@@ -26,17 +26,19 @@ train: install ## train on the embedded sample data (pass Hydra overrides with A
 check-sync: install ## notebooks clean, library and README in sync with the notebooks
 	$(PY) tools/check_sync.py
 
+# One torch thread per test process: the tests run two processes at a time on 2 cores, and oversubscribed
+# torch threads spin (measured: a tiny step took 5 s with 2 threads per process, 35 ms with 1).
 nbtest: install ## run every notebook as a test (slow cells too when FLAGS=slow)
-	$(BIN)/nbdev_test --n_workers 2 --timing $(if $(FLAGS),--flags "$(FLAGS)",)
+	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing $(if $(FLAGS),--flags "$(FLAGS)",)
 
 pytest: install ## pytest suite (fast tests; PYTEST_ARGS="-m slow" for the slow ones)
-	$(PY) tools/run_pytest.py $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(PY) tools/run_pytest.py $(PYTEST_ARGS)
 
 test: check-sync nbtest pytest ## the whole default suite, as CI runs it
 
 test-slow: install ## the slow notebook cells and slow pytest tests
-	$(BIN)/nbdev_test --n_workers 2 --timing --flags slow
-	$(PY) tools/run_pytest.py -m slow
+	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing --flags slow
+	OMP_NUM_THREADS=1 $(PY) tools/run_pytest.py -m slow
 
 docs: install ## offline docs site in _docs/ (nbdev + smalldocs; the hosted site uses Quarto)
 	$(PY) tools/build_docs.py
