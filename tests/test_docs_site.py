@@ -1,17 +1,21 @@
 """The offline docs site, opened page by page in a real headless Chromium.
 
-Builds the site the way `make docs` does (tools/build_docs.py), then for every page checks: the title
-renders; every public symbol of the page's module (its `__all__`) appears on it; every image loads;
-no raw Quarto/nbdev markup leaks into the text. Skipped, with the reason, only where Chromium is not
-installed (.ci/run installs it with apt-get).
+Builds the site the way `make docs` does (tools/build_docs.py, notebooks executed), then for every page
+checks: the title renders; every public symbol of the page's module (its `__all__`) appears on it; every
+image loads (the home page's pictures and the figures of the executed demos); no raw Quarto/nbdev markup
+leaks into the text; every link to another page of the site resolves. The home page's sidebar links
+every page. Skipped, with the reason, only where Chromium is not installed (.ci/run installs it with
+apt-get). `DOCS_SITE_BUILT=1` checks the _docs/ already built instead of building it again.
 """
 import importlib
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import pytest
 
@@ -41,9 +45,16 @@ def _notebook_pages():
 PAGES = _notebook_pages()
 
 
+def _local_path(url: str) -> Path:
+    "The file a file:// URL points to (fragment and query dropped, %-escapes decoded)."
+    return Path(unquote(urlparse(url).path))
+
+
 @pytest.fixture(scope="module")
 def site():
-    subprocess.run([sys.executable, str(ROOT / "tools" / "build_docs.py")], cwd=ROOT, check=True)
+    if os.environ.get("DOCS_SITE_BUILT") != "1":
+        subprocess.run([sys.executable, str(ROOT / "tools" / "build_docs.py")], cwd=ROOT, check=True)
+    assert (ROOT / "_docs" / "index.html").is_file(), "no _docs/index.html: run `make docs`"
     return ROOT / "_docs"
 
 
@@ -63,6 +74,18 @@ def test_every_notebook_has_a_page(site):
     assert not missing, f"pages not built: {missing}"
 
 
+def test_sidebar_links_every_page(site, browser):
+    page = browser.new_page()
+    page.goto((site / "index.html").as_uri(), wait_until="load")
+    hrefs = page.evaluate("Array.from(document.querySelectorAll('#quarto-sidebar a[href]')).map(a => a.href)")
+    sidebar = page.locator("#quarto-sidebar").inner_text()
+    page.close()
+    linked = {_local_path(h).resolve() for h in hrefs if h.startswith("file://")}
+    unlinked = [str(rel) for rel, _, _ in PAGES if (site / rel).resolve() not in linked]
+    assert not unlinked, f"pages missing from the sidebar: {unlinked}"
+    assert "tutorials" in sidebar.lower(), "the tutorials have no sidebar section"
+
+
 @pytest.mark.parametrize("rel,title,module", PAGES, ids=[str(p[0]) for p in PAGES])
 def test_page_renders_in_a_browser(site, browser, rel, title, module):
     page = browser.new_page()
@@ -75,6 +98,9 @@ def test_page_renders_in_a_browser(site, browser, rel, title, module):
     assert not leaks, f"{rel}: raw markup {leaks} shows on the page"
     broken = page.evaluate("Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)")
     assert not broken, f"{rel}: images that do not load: {broken}"
+    hrefs = page.evaluate("Array.from(document.querySelectorAll('main a[href]')).map(a => a.href)")
+    dead = sorted({h for h in hrefs if h.startswith("file://") and not _local_path(h).exists()})
+    assert not dead, f"{rel}: links to pages or files that do not exist: {dead}"
     if module:
         symbols = getattr(importlib.import_module(f"classifier_training.{module}"), "__all__", [])
         absent = [s for s in symbols if s not in text]
