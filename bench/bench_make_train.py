@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -31,14 +32,24 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def _run(cmd: list[str], cwd: Path, timeout: int) -> float:
-    start = time.perf_counter()
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _run(cmd: list[str], cwd: Path, timeout: int) -> tuple[float, float]:
+    "Run `cmd`; return (wall seconds, CPU seconds of it and its children)."
+    start, cpu = time.perf_counter(), _cpu_seconds()
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-    return seconds
+    return seconds, _cpu_seconds() - cpu
+
+
+def _load() -> str:
+    return ", ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def onnx_test_top1(run_dir: Path) -> float:
@@ -74,16 +85,21 @@ def main():
     with tempfile.TemporaryDirectory(prefix="bench_make_train_") as tmp:
         if args.keep: tmp = str(Path(args.keep).absolute())
         run = Path(tmp) / "run"
-        seconds = _run(["make", "-s", "train", f"ARGS=hydra.run.dir={run} {args.args}".strip()], ROOT, timeout=1800)
+        load_before = _load()
+        seconds, cpu = _run(["make", "-s", "train", f"ARGS=hydra.run.dir={run} {args.args}".strip()], ROOT, timeout=1800)
+        notes.append(f"Load average (1, 5, 15 min) before the run: {load_before}; after: {_load()}. On a machine shared "
+                     "with other jobs the wall time overstates a quiet machine's; the CPU time does not depend on sharing "
+                     "(wall time on a quiet 2-core machine is about CPU time / 2 at best).")
         if args.args: notes.append(f"Overrides on top of the defaults: `{args.args}` (not the plain defaults).")
         report = json.loads((run / "export_report.json").read_text())
         metrics = json.loads((run / "metrics.json").read_text())
         manifest = json.loads((run / "run_manifest.json").read_text())
         onnx_top1 = onnx_test_top1(run)
-        print(f"make train: {seconds:.1f} s wall (pipeline {manifest['duration_s']} s); test/acc_top1 "
+        print(f"make train: {seconds:.1f} s wall, {cpu:.0f} s CPU (pipeline {manifest['duration_s']} s); test/acc_top1 "
               f"{metrics['test/acc_top1']:.4f} (Lightning) {onnx_top1:.4f} (model.onnx, onnxruntime); "
               f"export verified: {report['verification']['passed']}")
         figures += [Figure.at_most("`make train` wall time to a verified model.onnx", seconds, "s", 180),
+                    Figure("`make train` CPU time (all threads and processes)", cpu, "s"),
                     Figure.at_least("test top-1 of model.onnx (onnxruntime, 1000 sample test images)", onnx_top1, "", 0.85),
                     Figure.at_least("test/acc_top1 logged by the pipeline (best EMA checkpoint)", metrics["test/acc_top1"], "", 0.85),
                     Figure("ONNX export verification passed", float(report["verification"]["passed"]), "bool")]
@@ -93,9 +109,9 @@ def main():
         if not args.skip_ddp:
             common = ["trainer.max_epochs=1", "callbacks=minimal", "logger=none", "trainer.enable_progress_bar=false",
                       "trainer.enable_model_summary=false"]
-            t1 = _run([str(BIN / "classifier-train"), f"hydra.run.dir={Path(tmp) / 'ddp1'}", *common], ROOT, 1800)
-            t2 = _run([str(BIN / "classifier-train"), f"hydra.run.dir={Path(tmp) / 'ddp2'}", *common, "trainer.accelerator=cpu",
-                       "trainer.devices=2", "trainer.strategy=ddp"], ROOT, 1800)
+            t1, _ = _run([str(BIN / "classifier-train"), f"hydra.run.dir={Path(tmp) / 'ddp1'}", *common], ROOT, 1800)
+            t2, _ = _run([str(BIN / "classifier-train"), f"hydra.run.dir={Path(tmp) / 'ddp2'}", *common, "trainer.accelerator=cpu",
+                          "trainer.devices=2", "trainer.strategy=ddp"], ROOT, 1800)
             print(f"1 epoch on the sample: devices=1 {t1:.1f} s, ddp devices=2 {t2:.1f} s, speed-up {t1 / t2:.2f}x")
             figures += [Figure("1 epoch + test + export, devices=1", t1, "s"),
                         Figure("same, DDP on CPU, devices=2", t2, "s"),
