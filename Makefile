@@ -44,7 +44,7 @@ docs: install ## offline docs site in _docs/ (nbdev + smalldocs; the hosted site
 	$(PY) tools/build_docs.py
 
 lab: install ## JupyterLab on the project (prints the token URL)
-	$(BIN)/jupyter lab --notebook-dir=nbs --no-browser --ip=127.0.0.1
+	$(BIN)/jupyter lab --notebook-dir=nbs --no-browser --ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 bench: install ## every benchmark; writes bench/RESULTS.md
 	$(PY) bench/run_all.py
