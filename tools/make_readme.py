@@ -24,7 +24,9 @@ def _fix_links(markdown: str) -> str:
         if re.match(r"^(https?:|/|#|nbs/)", target) or target.endswith(".ipynb") or target.endswith(".html"):
             return m.group(0)
         return f"![{alt}](nbs/{target})"
-    return re.sub(r"!\[([^\]]*)\]\(([^)\s]+)\)", fix, markdown)
+    markdown = re.sub(r"!\[([^\]]*)\]\(([^)\s]+)\)", fix, markdown)
+    # chapter links: relative notebook links point into nbs/ from the repository root
+    return re.sub(r"(?<!!)\[([^\]]*)\]\((?!https?:|/|#|nbs/)([^)\s]+\.ipynb)\)", r"[\1](nbs/\2)", markdown)
 
 
 def render(nb_path: Path) -> str:
