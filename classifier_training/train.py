@@ -7,21 +7,25 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import contextlib
 import difflib
 import hashlib
 import importlib.metadata
 import importlib.resources
 import importlib.util
 import inspect
+import io
 import json
 import logging
 import os
+import pickle
 import platform
 import re
 import socket
 import subprocess
 import sys
 import time
+import traceback
 import typing
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -30,6 +34,7 @@ import hydra
 import lightning.pytorch as pl
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
@@ -53,7 +58,7 @@ __all__ = ['CONF_DIR', 'CONFIG_GROUPS', 'SAMPLE_IMAGE_SIZE', 'SAMPLE_CROP_PCT', 
            'resolve_resume', 'datamodule_arguments', 'build_datamodule', 'build_model', 'build_callbacks',
            'build_logger', 'BestValMetrics', 'build_trainer', 'library_versions', 'config_hash',
            'dataset_file_list_hash', 'git_commit', 'run_manifest', 'TrainResult', 'remove_stale_temp_files', 'train',
-           'main']
+           'log_terminal_output', 'main']
 
 # %% ../nbs/40_train.ipynb #39c97637
 CONF_DIR = Path(str(importlib.resources.files("classifier_training") / "conf"))  # the packaged Hydra configs
@@ -378,19 +383,35 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 def resolve_resume(resume: str | None, # "none", "auto", or a path to a .ckpt file or a run folder
                    checkpoint_dir: str | os.PathLike, # where this run's ModelCheckpoint writes last.ckpt
                   ) -> Path | None:
-    "The checkpoint to resume from, or None to start fresh; a `resume` path that holds no checkpoint is an error."
+    "The checkpoint to resume from, or None to start fresh; a `resume` path that holds no loadable checkpoint is an error."
     if resume is None or str(resume).strip().lower() in ("", "none", "null", "false", "no"): return None
     if str(resume).strip().lower() == "auto":
         last = Path(checkpoint_dir) / "last.ckpt"
-        return last if last.is_file() else None
+        return _loadable_checkpoint(last, resume) if last.is_file() else None
     path = Path(str(resume)).expanduser()
-    if path.is_file(): return path
+    if path.is_file(): return _loadable_checkpoint(path, resume)
     if path.is_dir():
         for candidate in (path / "checkpoints" / "last.ckpt", path / "last.ckpt"):
-            if candidate.is_file(): return candidate
+            if candidate.is_file(): return _loadable_checkpoint(candidate, resume)
         raise ConfigError(f"resume={resume}: the folder {path} holds no checkpoints/last.ckpt; "
                           "give a .ckpt file, a run folder that has one, auto or none")
     raise ConfigError(f"resume={resume}: {path} does not exist; give a .ckpt file, a run folder, auto or none")
+
+def _loadable_checkpoint(path: Path, resume) -> Path:
+    "`path` if it loads with `weights_only=True` and holds a training state; else a ConfigError naming the file."
+    try: ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as e:
+        raise ConfigError(f"resume={resume}: {path} holds Python objects that a safe load (weights_only=True) refuses "
+                          f"({str(e).strip().splitlines()[-1][:200]}); nothing from it was run. Resume only from "
+                          "checkpoints written by classifier-train, or give resume=none") from None
+    except Exception as e:
+        raise ConfigError(f"resume={resume}: {path} is not a readable checkpoint ({type(e).__name__}: "
+                          f"{str(e).strip()[:200]}); give another .ckpt file, its run folder, or resume=none") from None
+    missing = [k for k in ("state_dict", "optimizer_states", "loops") if k not in (ckpt if isinstance(ckpt, dict) else {})]
+    if missing:
+        raise ConfigError(f"resume={resume}: {path} is not a training checkpoint (no {', '.join(missing)}); resume "
+                          "needs a last.ckpt or best-*.ckpt written by classifier-train")
+    return path
 
 # %% ../nbs/40_train.ipynb #1aa61c2a
 def datamodule_arguments(cfg: DictConfig, # a composed config
@@ -550,7 +571,7 @@ RUN_ARTIFACTS = ("checkpoints", "model.onnx", "labels_mapping.json", "export_rep
                  "metrics.json", "classification_report.csv", "classification_report.md", "confusion_matrix.png",
                  "dataset_report.json", "model_info.json", "training_history.csv", "training_history",
                  "sample_predictions.png", "top_losses.png", "sampler_distribution.json", "config.yaml",
-                 "run_manifest.json", "logs")  # what a run folder can hold, in the order the summary lists it
+                 "run_manifest.json", "logs", "train.log")  # what a run folder can hold, in the order the summary lists it
 
 _NOISY_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx")  # INFO chatter of the ONNX exporter under Hydra's INFO root logger
 
@@ -689,6 +710,53 @@ def train(cfg: DictConfig, # a composed config: from compose_config() or the Hyd
     return TrainResult(run_dir=run_dir, metrics=metrics, best_checkpoint=best, artifacts=artifacts)
 
 # %% ../nbs/40_train.ipynb #a235e343
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+class _LineCopy(io.TextIOBase):
+    "A text stream that writes through to `stream` and copies finished lines (as a terminal would end up showing them) to `log`."
+    def __init__(self, stream, log):
+        self.stream, self.log, self._line = stream, log, ""
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        *finished, self._line = (self._line + text).split("\n")
+        for line in finished:
+            shown = [part for part in line.split("\r") if part.strip()]
+            self.log.write(_ANSI_ESCAPE.sub("", shown[-1] if shown else "") + "\n")
+        if finished: self.log.flush()
+        return len(text)
+    def flush(self):
+        self.stream.flush(); self.log.flush()
+    def isatty(self): return self.stream.isatty()
+    def fileno(self): return self.stream.fileno()
+    @property
+    def encoding(self): return getattr(self.stream, "encoding", "utf-8")
+
+@contextlib.contextmanager
+def log_terminal_output(log_path: str | os.PathLike, # the log file (appended to; its folder must exist)
+                       ):
+    "Copy what this process prints to stdout and stderr (and logging handlers aimed at them) into `log_path` too."
+    with open(log_path, "a", encoding="utf-8", errors="replace") as log:
+        log.write(f"==== {_now()} {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}\n"); log.flush()
+        originals = {"stdout": sys.stdout, "stderr": sys.stderr}
+        copies = {name: _LineCopy(stream, log) for name, stream in originals.items()}
+        handlers = [h for lg in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+                    for h in getattr(lg, "handlers", []) if isinstance(h, logging.StreamHandler)
+                    and not isinstance(h, logging.FileHandler)
+                    and any(h.stream is o for o in originals.values())]
+        redirected = [(h, h.stream) for h in handlers]
+        sys.stdout, sys.stderr = copies["stdout"], copies["stderr"]
+        for h, stream in redirected: h.setStream(copies["stdout" if stream is originals["stdout"] else "stderr"])
+        try: yield Path(log_path)
+        except BaseException as e:
+            if not isinstance(e, (SystemExit, KeyboardInterrupt)): log.write(traceback.format_exc())
+            raise
+        finally:
+            for copy in copies.values():
+                if copy._line: log.write(_ANSI_ESCAPE.sub("", copy._line.split("\r")[-1]) + "\n")
+            sys.stdout, sys.stderr = originals["stdout"], originals["stderr"]
+            for h, stream in redirected: h.setStream(stream)
+            log.flush()
+
 def _exit_with(error: ClassifierTrainingError) -> None:
     console = Console(stderr=True)
     console.print("[bold red]classifier-train: error:[/bold red] ", end="")
@@ -697,8 +765,11 @@ def _exit_with(error: ClassifierTrainingError) -> None:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base=None)
 def _hydra_app(cfg: DictConfig) -> None:
-    try: train(cfg)
-    except ClassifierTrainingError as e: _exit_with(e)
+    rank_zero = all(int(os.environ.get(v, "0") or 0) == 0 for v in ("LOCAL_RANK", "NODE_RANK"))
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    with log_terminal_output(run_dir / "train.log") if rank_zero else contextlib.nullcontext():
+        try: train(cfg)
+        except ClassifierTrainingError as e: _exit_with(e)
 
 def main() -> None:
     "Console entry point `classifier-train`: check the overrides, then run the Hydra app."

@@ -100,6 +100,9 @@ def test_tiny_run_with_the_default_config(tmp_path, tiny_data):
     assert proc.returncode == 0, explain(proc)
     metrics, manifest = assert_run_folder(run)
     assert "test/acc_top1" in proc.stdout  # the summary table
+    log = (run / "train.log").read_text(encoding="utf-8")  # what the terminal showed, kept in the run folder
+    assert "classifier-train summary" in log and "data.root" in log and "`Trainer.fit` stopped" in log, log[-3000:]
+    assert "\r" not in log and "\x1b" not in log
     assert manifest["world_size"] == 1 and manifest["resumed_from"] is None
     assert (run / "logs" / "metrics.csv").is_file()  # the default CSV logger writes into the run folder
     cfg = (run / "config.yaml").read_text()
@@ -111,6 +114,16 @@ def test_missing_resume_path_is_a_config_error(tmp_path, tiny_data):
                     *TINY], tmp_path)
     assert proc.returncode == 2, explain(proc)
     assert "nope.ckpt" in proc.stderr and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+    assert "nope.ckpt" in (tmp_path / "run" / "train.log").read_text(encoding="utf-8")  # the error is in the log too
+
+
+def test_resume_from_a_file_that_is_not_a_checkpoint_is_a_config_error(tmp_path, tiny_data):
+    (tmp_path / "notes.ckpt").write_text("not a checkpoint")
+    proc = run_cli([f"data.root={tiny_data}", f"resume={tmp_path / 'notes.ckpt'}", f"hydra.run.dir={tmp_path / 'run'}",
+                    *TINY], tmp_path)
+    assert proc.returncode == 2, explain(proc)
+    assert "notes.ckpt" in proc.stderr and "not a readable checkpoint" in proc.stderr and "Traceback" not in proc.stderr
+    assert (tmp_path / "notes.ckpt").read_text() == "not a checkpoint"  # the user's file is untouched
 
 
 # ---------------------------------------------------------------- slow: formats, resume, DDP
