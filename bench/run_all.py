@@ -24,7 +24,7 @@ SCRIPTS = [
     ("bench_model_throughput.py", ["--steps", "30", "--repeats", "2"], []),
     ("bench_callback_overhead.py", ["--quick"], []),
     ("bench_onnx_vs_eager.py", ["--repeats", "5"], []),
-    ("bench_make_train.py", [], []),
+    ("bench_make_train.py", ["--ddp-repeats", "1"], ["--ddp-repeats", "3"]),
 ]
 
 

@@ -1,12 +1,16 @@
 """The offline docs site, opened page by page in a real headless Chromium.
 
-Builds the site the way `make docs` does (tools/build_docs.py, notebooks executed), then for every page
-checks: the title renders; every public symbol of the page's module (its `__all__`) appears on it; every
-image loads (the home page's pictures and the figures of the executed demos); no raw Quarto/nbdev markup
-leaks into the text; every link to another page of the site resolves. The home page's sidebar links
-every page. Skipped, with the reason, only where Chromium is not installed (.ci/run installs it with
-apt-get). `DOCS_SITE_BUILT=1` checks the _docs/ already built instead of building it again.
+Builds the site the way `make docs` does (tools/build_docs.py), then checks every page: the title renders;
+every name in its module's `__all__` (functions, classes and module constants) is documented on it, i.e.
+appears as a word in the page's text outside code blocks and cell outputs (a show_doc heading, or prose that
+names it); every image loads (the home page's pictures and the figures of the executed demos); no raw
+Quarto/nbdev markup leaks into the text and no Markdown link shows verbatim inside a code block; every link to
+another page of the site resolves and none points at the hosted site instead. The home page's sidebar links
+every page. Skipped, with the reason, only where Chromium is not installed (.ci/run installs it with apt-get).
+`DOCS_SITE_BUILT=1` checks the _docs/ already built (e.g. by `make docs`, with outputs) instead of building it
+again.
 """
+import configparser
 import importlib
 import json
 import os
@@ -23,6 +27,16 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
 RAW_MARKUP = ("#|", ":::", "{.callout")
+# A Markdown link inside a code block: nbdev turns a backticked name in a docment (`x: int, # see `foo``)
+# into `[`foo`](https://...)`, which a show_doc signature then shows verbatim.
+CODE_LINK = re.compile(r"\[[^\]\n]+\]\((?:https?://|[^)\s]*\.html)")
+# The page's text without code cells, show_doc signatures and cell outputs (all rendered as <pre>): a name
+# that only shows up in a demo's code is used there, not documented.
+PROSE_JS = """() => {
+  const main = (document.querySelector('main') || document.body).cloneNode(true);
+  main.querySelectorAll('pre, div.sourceCode, .cell-output-stdout, .cell-output-stderr').forEach(e => e.remove());
+  return main.textContent;
+}"""
 
 
 def _notebook_pages():
@@ -43,6 +57,10 @@ def _notebook_pages():
 
 
 PAGES = _notebook_pages()
+_cfg = configparser.ConfigParser()
+_cfg.read(ROOT / "settings.ini")
+# nbdev links symbols to this URL; tools/build_docs.py points those links at the offline site's own pages
+HOSTED_SITE = _cfg["DEFAULT"]["doc_host"].rstrip("/") + "/" + _cfg["DEFAULT"]["doc_baseurl"].strip("/") + "/"
 
 
 def _local_path(url: str) -> Path:
@@ -92,20 +110,30 @@ def test_page_renders_in_a_browser(site, browser, rel, title, module):
     page = browser.new_page()
     page.goto((site / rel).as_uri(), wait_until="load")
     page.wait_for_load_state("networkidle")
+    problems = []  # every check runs, so one failure names everything wrong with the page
     heading = page.locator("h1").first.inner_text()
-    assert title.split(":")[0].strip() in heading, f"{rel}: title {title!r} not rendered (h1 is {heading!r})"
+    if title.split(":")[0].strip() not in heading: problems.append(f"title {title!r} not rendered (h1 is {heading!r})")
     text = page.locator("main").first.inner_text() if page.locator("main").count() else page.inner_text("body")
     leaks = [m for m in RAW_MARKUP if m in text]
-    assert not leaks, f"{rel}: raw markup {leaks} shows on the page"
+    if leaks: problems.append(f"raw markup {leaks} shows on the page")
+    code = page.evaluate("Array.from(document.querySelectorAll('main pre')).map(e => e.textContent)")
+    links = sorted({m.group(0) for block in code for m in CODE_LINK.finditer(block)})
+    if links: problems.append(f"Markdown links shown verbatim in code blocks: {links}; drop the backticks around "
+                              "names in parameter comments (docments)")
     broken = page.evaluate("Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)")
-    assert not broken, f"{rel}: images that do not load: {broken}"
+    if broken: problems.append(f"images that do not load: {broken}")
     hrefs = page.evaluate("Array.from(document.querySelectorAll('main a[href]')).map(a => a.href)")
     dead = sorted({h for h in hrefs if h.startswith("file://") and not _local_path(h).exists()})
-    assert not dead, f"{rel}: links to pages or files that do not exist: {dead}"
+    if dead: problems.append(f"links to pages or files that do not exist: {dead}")
+    hosted = sorted({h for h in hrefs if h.startswith(HOSTED_SITE)})
+    if hosted: problems.append(f"links to the hosted docs instead of this site's pages: {hosted[:5]}")
     if module:
-        mod = importlib.import_module(f"classifier_training.{module}")
-        # functions and classes: nbdev's show_doc documents each one; module constants are not checked yet
-        symbols = [s for s in getattr(mod, "__all__", []) if callable(getattr(mod, s, None))]
-        absent = [s for s in symbols if s not in text]
-        assert not absent, f"{rel}: public symbols of classifier_training.{module} not documented on the page: {absent}"
+        names = importlib.import_module(f"classifier_training.{module}").__all__
+        prose = page.evaluate(PROSE_JS)
+        absent = [n for n in names if not re.search(rf"(?<!\w){re.escape(n)}(?!\w)", prose)]
+        if absent: problems.append(f"names in classifier_training.{module}.__all__ not documented on the page "
+                                   f"(outside code): {absent}. Functions and classes get a show_doc entry from their "
+                                   "`#| export` cell; give each constant a markdown cell after its definition that "
+                                   "names it in backticks and says what it holds")
     page.close()
+    assert not problems, f"{rel}:\n" + "\n".join(f"- {p}" for p in problems)

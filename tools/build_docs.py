@@ -3,7 +3,8 @@
 The hosted site is nbdev + Quarto (`nbdev_docs`, see .github/workflows/deploy.yaml). Quarto cannot be
 installed here, so this script takes the same route up to Quarto's step and lets smalldocs render:
 nbdev_export -> nbs/nbdev.yml + nbs/sidebar.yml -> processed notebooks in _proc/ (nbdev's own
-`proc_nbs`, show_doc included) -> README.md -> `smalldocs render _proc` -> _proc/_docs moved to _docs/.
+`proc_nbs`, show_doc included) -> README.md -> `smalldocs render _proc` -> _proc/_docs moved to _docs/,
+with nbdev's links to symbols pointed at the local pages instead of the hosted site.
 Both builds read the same _quarto.yml (nbs/_quarto.yml is a symlink to the top-level file).
 
 The notebooks are stored without outputs, so by default a copy of nbs/ is executed first: every cell
@@ -17,7 +18,9 @@ a CI runner, before `nbdev_docs`, so that the Quarto site shows the same outputs
     python tools/build_docs.py --execute-in-place
 """
 import argparse
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -92,6 +95,37 @@ def execute_copy(nbs_path: Path, skip_flags: tuple[str, ...], workers: int) -> P
     return copy
 
 
+def localize_doc_links(site: Path, proc: Path, hosted: str) -> int:
+    """Point nbdev's links to symbols (`hosted`/core.html#x, the hosted site's page names) at this site's pages.
+
+    nbdev links every backticked symbol to its page on the hosted Quarto site, whose page names come from
+    each notebook's `output-file` (numbers dropped: `11_test_utils.ipynb` -> `test_utils.html`); smalldocs
+    names pages after the notebooks. Returns the number of links rewritten."""
+    pages = {}  # hosted page path -> this site's page path, both relative to the site root
+    for nb in proc.rglob("*.ipynb"):
+        rel = nb.relative_to(proc)
+        if any(part.startswith(("_", ".")) for part in rel.parts): continue
+        front = "".join("".join(c["source"]) for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "raw")
+        m = re.search(r"^output-file:\s*(\S+)", front, re.M)
+        if m: pages[(rel.parent / m.group(1).strip("'\"")).as_posix()] = rel.with_suffix(".html").as_posix()
+    link = re.compile(r'href="' + re.escape(hosted.rstrip("/")) + r'/([^"#?]+)')
+    count = 0
+    for html in site.rglob("*.html"):
+        here = html.parent.relative_to(site)
+
+        def local(m):
+            nonlocal count
+            target = pages.get(m.group(1))
+            if target is None: return m.group(0)
+            count += 1
+            return 'href="' + Path(os.path.relpath(target, here.as_posix())).as_posix()
+
+        text = html.read_text()
+        new = link.sub(local, text)
+        if new != text: html.write_text(new)
+    return count
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--no-execute", dest="execute", action="store_false",
@@ -152,6 +186,7 @@ def main(argv=None) -> int:
         return 1
     shutil.rmtree(cfg.doc_path, ignore_errors=True)
     shutil.move(str(built), str(cfg.doc_path))
+    localize_doc_links(cfg.doc_path, cache, cfg.doc_host.rstrip("/") + "/" + cfg.doc_baseurl.strip("/"))
     pages = sorted(p.relative_to(cfg.doc_path) for p in cfg.doc_path.rglob("*.html"))
     print(f"docs site: {cfg.doc_path} ({len(pages)} pages); open {cfg.doc_path / 'index.html'}")
     return 0

@@ -54,7 +54,7 @@ def report_to_csv(rows: list[dict]) -> str:
     writer.writerows(rows)
     return buf.getvalue()
 
-def report_to_markdown(rows: list[dict], # output of `classification_report`
+def report_to_markdown(rows: list[dict], # output of classification_report
                        accuracy: float | None = None, # overall accuracy, written above the table when given
                       ) -> str:
     "The report as a Markdown table."

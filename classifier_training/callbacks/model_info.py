@@ -94,7 +94,7 @@ def _fmt_count(n: int | None) -> str:
         if abs(n) >= scale: return f"{n / scale:.2f} {unit}"
     return str(n)
 
-def model_info_table(info: dict, # output of `describe_model`
+def model_info_table(info: dict, # output of describe_model
                     ) -> Table:
     "A rich table of a model description."
     table = Table(title=f"Model: {info['model_class']} ({info['backbone']})", show_header=False)

@@ -35,7 +35,7 @@ def sampler_epoch_entry(epoch: int, # zero-based epoch
     return {"epoch": int(epoch), "total_draws": total, "drawn": drawn, "drawn_share": share, "target": target,
             "max_abs_share_error": max((abs(share[c] - target[c]) for c in class_names), default=0.0)}
 
-def sampler_distribution_table(entry: dict, # output of `sampler_epoch_entry`
+def sampler_distribution_table(entry: dict, # output of sampler_epoch_entry
                               ) -> Table:
     "A rich table: target share, drawn count and drawn share per class."
     table = Table(title=f"Sampler draws, epoch {entry['epoch']} ({entry['total_draws']} images)")

@@ -60,7 +60,7 @@ def _write_split_folders(dest: Path, arrays: dict, per_class: int | None, splits
             folder.mkdir(parents=True, exist_ok=True)
             (folder / f"{split}_{n:05d}.png").write_bytes(_png_bytes(pixels))
 
-def materialize_sample(cache_dir: str | os.PathLike | None = None, # parent folder; default `default_cache_dir()`
+def materialize_sample(cache_dir: str | os.PathLike | None = None, # parent folder; None: default_cache_dir()
                       ) -> Path:
     "Write the embedded sample as an image-folder tree (once) and return its root."
     parent = Path(cache_dir) if cache_dir is not None else default_cache_dir()
