@@ -8,12 +8,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import re
 import tempfile
 from pathlib import Path
+from struct import error as struct_error
 from typing import TYPE_CHECKING, Any, Iterator, TypedDict
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 if TYPE_CHECKING:
     import torch
@@ -22,7 +27,7 @@ if TYPE_CHECKING:
 __all__ = ['INTERPOLATIONS', 'IMAGE_EXTENSIONS', 'ClassifierTrainingError', 'DatasetError', 'ConfigError', 'ExportError',
            'ClassificationBatch', 'PreprocessingConfig', 'atomic_writer', 'atomic_write_bytes', 'atomic_write_text',
            'atomic_write_json', 'atomic_save_figure', 'is_image_path', 'natural_sort_key', 'sha256_bytes',
-           'sha256_file', 'labels_mapping', 'write_labels_mapping']
+           'sha256_file', 'ImageReadError', 'to_rgb', 'load_image_rgb', 'labels_mapping', 'write_labels_mapping']
 
 # %% ../nbs/00_core.ipynb #e2e397be
 class ClassifierTrainingError(Exception):
@@ -47,6 +52,7 @@ class ClassificationBatch(TypedDict):
 # %% ../nbs/00_core.ipynb #3813ccdc
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 
+# %% ../nbs/00_core.ipynb #eae4109c
 @dataclasses.dataclass(frozen=True)
 class PreprocessingConfig:
     "How images become model inputs: one source for training, evaluation, export and prediction."
@@ -164,6 +170,7 @@ def atomic_save_figure(fig, # a matplotlib Figure
 # %% ../nbs/00_core.ipynb #4c73aa6d
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
+# %% ../nbs/00_core.ipynb #84db3843
 def is_image_path(path: str | os.PathLike) -> bool:
     "True when the file name has an image extension we read, in any letter case."
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
@@ -183,6 +190,87 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     with open(path, "rb") as f:
         while chunk := f.read(chunk_size): h.update(chunk)
     return h.hexdigest()
+
+# %% ../nbs/00_core.ipynb #073d781e
+class ImageReadError(DatasetError):
+    "An image file that cannot be decoded; `.path` names it and `.reason` says why in one word."
+    def __init__(self, path, reason: str, detail: str):
+        self.path, self.reason, self.detail = Path(path), reason, detail
+        super().__init__(f"{path}: {reason.replace('_', ' ')}: {detail}")
+
+    def __reduce__(self): return (type(self), (self.path, self.reason, self.detail))
+
+def _alpha_on_white(im: Image.Image) -> Image.Image:
+    rgba = im.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+def _wide_to_l(im: Image.Image) -> Image.Image:
+    a = np.asarray(im)
+    if im.mode.startswith("I;16"): a = a.astype(np.float64) / 257.0
+    else:
+        a = a.astype(np.float64)
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if lo >= 0 and hi <= 255: pass
+        elif lo >= 0 and hi <= 65535: a = a / 257.0
+        else: a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), mode="L")
+
+def to_rgb(im: Image.Image, # a loaded Pillow image of any mode
+          ) -> Image.Image:
+    "Convert any Pillow mode to 8-bit RGB (alpha composited on white, 16/32-bit scaled)."
+    mode = im.mode
+    if mode == "RGB": return im
+    if mode == "P": return _alpha_on_white(im) if "transparency" in im.info else im.convert("RGB")
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info: return _alpha_on_white(im)
+    if mode.startswith("I") or mode == "F": return _wide_to_l(im).convert("RGB")
+    return im.convert("RGB")
+
+def _decode(fp, path, max_pixels: int | None) -> Image.Image:
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else int(max_pixels)
+    if limit and Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = limit  # Pillow's own guard must not refuse what the caller allows
+    try:
+        im = Image.open(fp)
+        if limit and im.width * im.height > limit:
+            raise ImageReadError(path, "too_large", f"{im.width}x{im.height} = {im.width * im.height:,} pixels is over the "
+                                 f"limit of {limit:,} pixels (decompression-bomb guard); resize the image, or raise the "
+                                 "limit (data.max_pixels when training)")
+        im.load()
+        try: ImageOps.exif_transpose(im, in_place=True)
+        except Exception: pass  # a damaged EXIF block must not cost a decodable image: keep it as stored
+        return to_rgb(im)
+    except ImageReadError: raise
+    except Image.DecompressionBombError as e:
+        raise ImageReadError(path, "too_large", f"{e} (decompression-bomb guard); resize the image, or raise the limit "
+                             "(data.max_pixels when training)") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(path, "not_an_image", "Pillow cannot identify this file as an image; remove it or "
+                             "replace it with a real image") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct_error, MemoryError) as e:
+        text = str(e) or type(e).__name__
+        reason = "truncated" if ("truncated" in text.lower() or isinstance(e, EOFError)) else "unreadable"
+        raise ImageReadError(path, reason, f"{text}; re-export or remove the file") from None
+
+def load_image_rgb(path: str | os.PathLike, # image file
+                   max_pixels: int | None = None, # refuse larger images; None: Pillow's Image.MAX_IMAGE_PIXELS
+                   data: bytes | None = None, # the file's bytes when already read (`path` then only names it)
+                  ) -> Image.Image:
+    "Fully decode an image file into an 8-bit RGB Pillow image, EXIF orientation applied."
+    if data is not None:
+        if not data: raise ImageReadError(path, "empty", "the file has zero bytes; remove it or copy it again")
+        return _decode(io.BytesIO(data), path, max_pixels)
+    try:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                raise ImageReadError(path, "empty", "the file has zero bytes; remove it or copy it again")
+            return _decode(f, path, max_pixels)
+    except FileNotFoundError:
+        raise ImageReadError(path, "missing", "file not found; fix the path in the annotations or restore the file") from None
+    except IsADirectoryError:
+        raise ImageReadError(path, "unreadable", "this is a folder, not an image file") from None
+    except OSError as e:
+        raise ImageReadError(path, "unreadable", f"{e.strerror or e}; check the file's permissions") from None
 
 # %% ../nbs/00_core.ipynb #20d521c9
 def labels_mapping(class_names: list[str], # class names in index order

@@ -10,12 +10,16 @@ import fnmatch
 import functools
 import math
 import os
+import random
 from typing import Any, Sequence
 
 import lightning.pytorch as pl
+import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassRecall
@@ -25,8 +29,9 @@ from .core import ClassifierTrainingError, ConfigError, PreprocessingConfig
 from .data.transforms import preprocessing_for_backbone
 
 # %% auto #0
-__all__ = ['LOSSES', 'OPTIMIZERS', 'build_backbone', 'focal_loss', 'warmup_cosine_factor', 'weight_decay_param_groups',
-           'NonFiniteLossError', 'ImageClassifier']
+__all__ = ['LOSSES', 'OPTIMIZERS', 'RNG_STATES_KEY', 'build_backbone', 'focal_loss', 'warmup_cosine_factor',
+           'weight_decay_param_groups', 'NonFiniteLossError', 'capture_rng_states', 'restore_rng_states',
+           'ImageClassifier']
 
 # %% ../nbs/10_model.ipynb #76bebe71
 def _check_timm_name(name: str) -> None:
@@ -113,8 +118,40 @@ class NonFiniteLossError(ClassifierTrainingError):
 
 # %% ../nbs/10_model.ipynb #82ae3e43
 LOSSES = ("cross_entropy", "focal")
+
+# %% ../nbs/10_model.ipynb #8177ed7c
 OPTIMIZERS = ("adamw", "sgd")
 
+# %% ../nbs/10_model.ipynb #cbc913a5
+RNG_STATES_KEY = "rng_states"
+
+def capture_rng_states() -> dict:
+    "The global random states of Python, numpy and torch (CPU; CUDA when initialised), as checkpoint-safe values."
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    states = {"python": [int(version), [int(v) for v in internal], gauss],
+              "numpy": {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+                        "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+              "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized(): states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+def restore_rng_states(states: dict, # output of `capture_rng_states` (e.g. read back from a checkpoint)
+                      ) -> None:
+    "Set the global random states of Python, numpy and torch (and CUDA, when saved and the device count matches)."
+    version, internal, gauss = states["python"]
+    random.setstate((int(version), tuple(int(v) for v in internal), gauss))
+    n = states["numpy"]
+    np.random.set_state((n["name"], n["keys"].cpu().numpy().astype(np.uint32), int(n["pos"]), int(n["has_gauss"]),
+                         float(n["cached_gaussian"])))
+    torch.set_rng_state(states["torch"].cpu())
+    cuda = states.get("cuda")
+    if cuda is not None and torch.cuda.is_available():
+        if len(cuda) == torch.cuda.device_count(): torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+        else: rank_zero_warn(f"the checkpoint holds the CUDA random state of {len(cuda)} GPU(s) but this machine has "
+                             f"{torch.cuda.device_count()}; the CUDA random state is not restored")
+
+# %% ../nbs/10_model.ipynb #7cb8c9d8
 def _eval_metrics(num_classes: int, prefix: str) -> MetricCollection:
     k = min(5, num_classes)
     return MetricCollection({"acc_top1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
@@ -127,7 +164,7 @@ def _images_of(batch) -> torch.Tensor:
     if isinstance(batch, (list, tuple)): return batch[0]
     return batch
 
-# %% ../nbs/10_model.ipynb #8177ed7c
+# %% ../nbs/10_model.ipynb #911b82c1
 class ImageClassifier(pl.LightningModule):
     "A timm backbone with a new head, trained with Lightning; validation/test steps hand their outputs to callbacks."
     def __init__(self,
@@ -314,6 +351,23 @@ class ImageClassifier(pl.LightningModule):
         "Freeze the body for the first `freeze_backbone_epochs` epochs, unfreeze it after."
         if self.hparams.freeze_backbone_epochs:
             self._set_backbone_frozen(self.current_epoch < self.hparams.freeze_backbone_epochs)
+
+    # -- checkpoints: the random state travels with them (exact resume) --------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        "Store the global random states under `RNG_STATES_KEY`, so that a resumed run continues the same random stream."
+        checkpoint[RNG_STATES_KEY] = capture_rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        "When a Trainer resumes fitting from `checkpoint`, restore its random states (before the first loader exists)."
+        trainer = self._trainer
+        if trainer is None or trainer.state.fn != TrainerFn.FITTING: return  # load_from_checkpoint, validate, test
+        states = checkpoint.get(RNG_STATES_KEY)
+        if states is None:
+            rank_zero_warn(f"the checkpoint holds no random state ('{RNG_STATES_KEY}'; written by an older version): training "
+                           "resumes, but random augmentation and shuffling do not continue the interrupted run's stream, so "
+                           "the result is not bit-identical to an uninterrupted run")
+            return
+        restore_rng_states(states)
 
     def setup(self, stage: str) -> None:
         "With `compile=True`, compile the backbone for this trainer run."

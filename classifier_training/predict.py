@@ -12,21 +12,20 @@ import json
 import os
 import sys
 from pathlib import Path
-from struct import error as struct_error
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import onnxruntime as ort
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from . import __version__
-from .core import (ClassifierTrainingError, ConfigError, PreprocessingConfig, atomic_write_json,
-                                      atomic_writer, is_image_path, natural_sort_key)
+from .core import (ClassifierTrainingError, ConfigError, ImageReadError, PreprocessingConfig,
+                                      atomic_write_json, atomic_writer, is_image_path, load_image_rgb, natural_sort_key,
+                                      to_rgb)
 
 # %% auto #0
-__all__ = ['REQUIRED_METADATA', 'ModelFileError', 'read_model_metadata', 'ImageDecodeError', 'load_rgb', 'resize_and_crop',
-           'normalize_array', 'preprocess_image', 'Prediction', 'SkippedImage', 'OnnxClassifier', 'collect_image_paths',
-           'main']
+__all__ = ['REQUIRED_METADATA', 'ModelFileError', 'read_model_metadata', 'resize_and_crop', 'normalize_array', 'preprocess_image',
+           'Prediction', 'SkippedImage', 'OnnxClassifier', 'collect_image_paths', 'main']
 
 # %% ../nbs/31_predict.ipynb #8102d6b9
 class ModelFileError(ClassifierTrainingError):
@@ -36,6 +35,7 @@ class ModelFileError(ClassifierTrainingError):
 REQUIRED_METADATA = ("classifier_training_version", "class_names", "preprocessing", "input_layout",
                      "input_dtype", "output_kind")
 
+# %% ../nbs/31_predict.ipynb #d65f1b52
 def read_model_metadata(model_path: str | os.PathLike, # an ONNX file written by classifier_training.export
                        ) -> tuple[ort.InferenceSession, dict[str, str]]:
     "Open `model_path` with onnxruntime (CPU) and return the session and its metadata, checked."
@@ -67,60 +67,6 @@ def _check_metadata(model_path, meta: dict) -> None:
             or meta["output_kind"] not in ("logits", "probabilities"):
         raise ModelFileError(f"{model_path}: unsupported input/output description "
                              f"({meta['input_layout']}, {meta['input_dtype']}, {meta['output_kind']}); re-export it with classifier-export")
-
-# %% ../nbs/31_predict.ipynb #d65f1b52
-class ImageDecodeError(ClassifierTrainingError):
-    "An image file that cannot be decoded; `.path` names it and `.reason` says why in one word."
-    def __init__(self, path, reason: str, detail: str):
-        self.path, self.reason, self.detail = Path(path), reason, detail
-        super().__init__(f"{path}: {reason.replace('_', ' ')}: {detail}")
-
-def _alpha_on_white(im: Image.Image) -> Image.Image:
-    rgba = im.convert("RGBA")
-    return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-
-def _wide_to_l(im: Image.Image) -> Image.Image:
-    a = np.asarray(im).astype(np.float64)
-    if im.mode.startswith("I;16"): a = a / 257.0
-    else:
-        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
-        if lo >= 0 and hi <= 255: pass
-        elif lo >= 0 and hi <= 65535: a = a / 257.0
-        else: a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
-    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), mode="L")
-
-def _to_rgb(im: Image.Image) -> Image.Image:
-    mode = im.mode
-    if mode == "RGB": return im
-    if mode == "P": return _alpha_on_white(im) if "transparency" in im.info else im.convert("RGB")
-    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info: return _alpha_on_white(im)
-    if mode.startswith("I") or mode == "F": return _wide_to_l(im).convert("RGB")
-    return im.convert("RGB")
-
-def load_rgb(path: str | os.PathLike, # image file
-             max_pixels: int | None = None, # refuse larger images; None: Pillow's Image.MAX_IMAGE_PIXELS
-            ) -> Image.Image:
-    "Fully decode an image into 8-bit RGB with EXIF orientation applied, as training does."
-    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
-    try:
-        with open(path, "rb") as f:
-            if os.fstat(f.fileno()).st_size == 0: raise ImageDecodeError(path, "empty", "the file has zero bytes")
-            im = Image.open(f)
-            if limit and im.width * im.height > limit:
-                raise ImageDecodeError(path, "too_large", f"{im.width}x{im.height} pixels is over the limit of {limit:,} "
-                                       "(decompression-bomb guard)")
-            im.load()
-            ImageOps.exif_transpose(im, in_place=True)
-            return _to_rgb(im)
-    except ImageDecodeError: raise
-    except FileNotFoundError: raise ImageDecodeError(path, "missing", "file not found") from None
-    except IsADirectoryError: raise ImageDecodeError(path, "unreadable", "this is a folder") from None
-    except Image.DecompressionBombError as e: raise ImageDecodeError(path, "too_large", str(e)) from None
-    except UnidentifiedImageError: raise ImageDecodeError(path, "not_an_image", "Pillow cannot identify this file as an image") from None
-    except (OSError, SyntaxError, ValueError, EOFError, struct_error, MemoryError) as e:
-        text = str(e) or type(e).__name__
-        raise ImageDecodeError(path, "truncated" if ("truncated" in text.lower() or isinstance(e, EOFError)) else "unreadable",
-                               text) from None
 
 # %% ../nbs/31_predict.ipynb #7197504e
 _RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
@@ -214,8 +160,8 @@ class OnnxClassifier:
     def preprocess(self, image: Image.Image | str | os.PathLike, # an RGB Pillow image or an image file
                   ) -> np.ndarray:
         "One model input (no batch axis) in the layout and dtype the model expects."
-        if not isinstance(image, Image.Image): image = load_rgb(image)
-        elif image.mode != "RGB": image = _to_rgb(image)
+        if not isinstance(image, Image.Image): image = load_image_rgb(image)
+        elif image.mode != "RGB": image = to_rgb(image)
         crop = np.asarray(resize_and_crop(image, self.preprocessing), dtype=np.uint8)  # H, W, 3
         if self.input_dtype == "float32":
             x = normalize_array(crop, self.preprocessing)  # 3, H, W
@@ -251,7 +197,7 @@ class OnnxClassifier:
         for item in images:
             path = None if isinstance(item, Image.Image) else str(item)
             try: pending.append((path, self.preprocess(item)))
-            except ImageDecodeError as e: pending.append(SkippedImage(str(e.path), e.reason, e.detail))
+            except ImageReadError as e: pending.append(SkippedImage(str(e.path), e.reason, e.detail))
             if sum(not isinstance(p, SkippedImage) for p in pending) >= batch_size: yield from flush()
         yield from flush()
 

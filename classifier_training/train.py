@@ -89,9 +89,11 @@ class DataConfig:
     cache_images: bool
     preprocessing: Optional[dict]
     pin_memory: Optional[bool]
+    persistent_workers: bool
     drop_last: Optional[bool]
     sampler_seed: Optional[int]
     check_workers: Optional[int]
+    max_pixels: Optional[int]
     check_cache: bool
     cache_dir: Optional[str]
     verbose: bool

@@ -243,6 +243,25 @@ def test_pixel_limit_is_configurable(data):
     assert "784 pixels is over the limit of 756" in report.bad_files[0].message
 
 
+def test_real_photo_over_a_small_pixel_limit_names_file_limit_and_key(data):
+    """data.max_pixels = 100,000: the 28x28 sample images pass, a real 640x427 photo (273,280 pixels) is refused with
+    a message that names the file, its size, the limit and the config key to raise; a larger limit lets it through."""
+    from sklearn.datasets import load_sample_images
+    big = data / "train" / "Bag" / "china.jpg"
+    Image.fromarray(load_sample_images().images[0]).save(big, quality=90)
+    with untouched(data):
+        with pytest.warns(DatasetWarning, match="china.jpg"):
+            report = check(data, max_pixels=100_000)
+        [bad] = report.bad_files
+        assert (bad.path, bad.reason) == (big, "too_large")
+        for part in (str(big), "640x427 = 273,280 pixels", "limit of 100,000 pixels", "data.max_pixels"):
+            assert part in bad.message, (part, bad.message)
+        assert big not in {r.path for r in report.clean_index.splits["train"]}
+        with pytest.raises(DatasetCheckError, match="china.jpg: too large"):
+            check(data, "fail", max_pixels=100_000)
+        assert check(data, max_pixels=273_280).bad_files == []  # at the limit: accepted
+
+
 # ---------------------------------------------------------------- names and layout
 def test_upper_case_extensions(data):
     src = next((data / "train" / "Bag").glob("*.png"))

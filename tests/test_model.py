@@ -1,16 +1,21 @@
 """ImageClassifier: losses, metrics, top-k clipping, class weights, parameter groups, schedule, freezing, outputs
 for callbacks, checkpoint round trip. Real sample images and real (tiny) timm backbones throughout."""
 import math
+import random
+import warnings
 from pathlib import Path
 
 import lightning.pytorch as pl
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import ModelCheckpoint
 
+from classifier_training.callbacks.ema import EMACallback
 from classifier_training.core import ConfigError
-from classifier_training.model import (ImageClassifier, build_backbone, focal_loss, warmup_cosine_factor,
-                                       weight_decay_param_groups)
+from classifier_training.model import (RNG_STATES_KEY, ImageClassifier, build_backbone, capture_rng_states, focal_loss,
+                                       restore_rng_states, warmup_cosine_factor, weight_decay_param_groups)
 from classifier_training.test_utils import (TINY_CLASSES, ForwardCounter, tiny_datamodule, tiny_dataset, tiny_module,
                                             tiny_trainer)
 
@@ -327,6 +332,75 @@ def test_resume_continues_the_schedule(dm, tmp_path):
     resumed = tiny_trainer(tmp_path, max_epochs=2, callbacks=[rec], limit_val_batches=0)
     resumed.fit(module_for(dm, lr=0.1, warmup_epochs=1), datamodule=dm, ckpt_path=tmp_path / "e1.ckpt")
     assert rec.lrs == pytest.approx([0.1 * warmup_cosine_factor(s, 2, 4, 0.01) for s in (2, 3)])
+
+
+# --- exact resume: the random state travels with the checkpoint ----------------------------------------------
+def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
+    torch.save({RNG_STATES_KEY: capture_rng_states()}, tmp_path / "rng.ckpt")
+    expected = (random.random(), np.random.rand(3).tolist(), torch.rand(3))
+    random.seed(0); np.random.seed(0); torch.manual_seed(0)
+    restore_rng_states(torch.load(tmp_path / "rng.ckpt", weights_only=True)[RNG_STATES_KEY])
+    assert (random.random(), np.random.rand(3).tolist()) == expected[:2]
+    assert torch.equal(torch.rand(3), expected[2])
+
+
+def _fit_with_checkpoints(data, run: Path, num_workers: int, ckpt_path=None) -> dict:
+    """Two epochs with the datamodule's default random augmentation (random resized crop, flip, colour jitter), a
+    shuffled loader and EMA; a checkpoint after each epoch. Returns the last one. `ckpt_path`: resume from it."""
+    pl.seed_everything(5, workers=True, verbose=False)
+    dm = tiny_datamodule(data, num_workers=num_workers)
+    dm.setup("fit")
+    model = module_for(dm, warmup_epochs=0.5)
+    trainer = tiny_trainer(run, max_epochs=2, limit_train_batches=None, limit_val_batches=None, deterministic=True,
+                           enable_checkpointing=True, callbacks=[EMACallback(decay=0.9, warmup_steps=3),
+                           ModelCheckpoint(dirpath=run, filename="{epoch}", save_top_k=-1)])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*dirpath has changed.*")
+        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
+    return torch.load(run / "epoch=1.ckpt", map_location="cpu", weights_only=True)
+
+
+def _same_weights(a: dict, b: dict) -> bool:
+    "EMA weights (state_dict), raw weights, EMA update count and optimizer state all bit-identical."
+    same = all(torch.equal(a[k][n], b[k][n]) for k in ("state_dict", "current_model_state") for n in a[k])
+    moments = [(x[m], y[m]) for x, y in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values())
+               for m in ("exp_avg", "exp_avg_sq")]
+    return (same and all(torch.equal(x, y) for x, y in moments)
+            and int(a["averaging_state"]["n_averaged"]) == int(b["averaging_state"]["n_averaged"]))
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_resume_with_random_augmentation_is_bit_exact(data, tmp_path, num_workers):
+    "1 epoch, then resume to 2 == 2 epochs straight: same EMA and raw weights, optimizer state and EMA count."
+    straight = _fit_with_checkpoints(data, tmp_path / "straight", num_workers)
+    assert RNG_STATES_KEY in straight
+    resumed = _fit_with_checkpoints(data, tmp_path / "resumed", num_workers, ckpt_path=tmp_path / "straight" / "epoch=0.ckpt")
+    assert resumed["global_step"] == straight["global_step"] == 12
+    assert _same_weights(resumed, straight)
+
+
+def test_checkpoint_without_random_state_resumes_with_a_warning(data, tmp_path):
+    "An old checkpoint (no random state) still resumes; it warns, and the run is not bit-identical (the test can fail)."
+    straight = _fit_with_checkpoints(data, tmp_path / "straight", 0)
+    old = torch.load(tmp_path / "straight" / "epoch=0.ckpt", map_location="cpu", weights_only=True)
+    del old[RNG_STATES_KEY]
+    torch.save(old, tmp_path / "old.ckpt")
+    with pytest.warns(UserWarning, match="holds no random state.*not bit-identical"):
+        resumed = _fit_with_checkpoints(data, tmp_path / "old", 0, ckpt_path=tmp_path / "old.ckpt")
+    assert resumed["global_step"] == straight["global_step"]
+    assert not _same_weights(resumed, straight)
+
+
+def test_loading_a_checkpoint_outside_fit_leaves_the_random_state_alone(dm, tmp_path):
+    trainer = tiny_trainer(tmp_path)
+    trainer.fit(module_for(dm), datamodule=dm)
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    random.seed(123)
+    before = random.getstate()  # model init draws from torch only, so Python's state shows any restore
+    model = ImageClassifier.load_from_checkpoint(tmp_path / "m.ckpt", weights_only=True)
+    tiny_trainer(tmp_path).validate(model, datamodule=dm, ckpt_path=tmp_path / "m.ckpt", weights_only=True, verbose=False)
+    assert random.getstate() == before
 
 
 @pytest.mark.slow

@@ -11,11 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from classifier_training.core import PreprocessingConfig
-from classifier_training.data.datasets import load_image_rgb
+from classifier_training.core import PreprocessingConfig, load_image_rgb
 from classifier_training.data.transforms import build_eval_transform
 from classifier_training.export import _tiny_trained_export
-from classifier_training.predict import ModelFileError, OnnxClassifier, load_rgb, preprocess_image
+from classifier_training.predict import ModelFileError, OnnxClassifier, preprocess_image
 
 PREDICT = ("import sys; from classifier_training.predict import main; rc = main(sys.argv[1:]); "
            "assert 'torch' not in sys.modules, 'classifier-predict imported torch'; sys.exit(rc)")
@@ -122,8 +121,15 @@ def test_cli_errors(demo, tmp_path, case):
         with pytest.raises(ModelFileError, match=expected): OnnxClassifier(model)
 
 
-def test_image_decoding_matches_training(tmp_path):
-    "Every mode the training loader handles gives identical pixels through the predictor's private copy."
+def test_one_image_decoder_for_training_the_check_and_the_predictor(demo, tmp_path):
+    """Training, the dataset check and the predictor all decode with core.load_image_rgb (one implementation), so
+    the predictor's model input equals the PyTorch evaluation pipeline's for every image mode."""
+    import classifier_training.core as core
+    import classifier_training.data.check as check
+    import classifier_training.data.datasets as datasets
+    import classifier_training.predict as predict
+    assert datasets.load_image_rgb is check.load_image_rgb is predict.load_image_rgb is core.load_image_rgb
+    assert not [n for n in vars(predict) if n in ("load_rgb", "_to_rgb", "_wide_to_l", "_alpha_on_white", "ImageDecodeError")]
     gray = (np.arange(40 * 30).reshape(30, 40) % 251).astype(np.uint8)
     rgb = np.dstack([gray, 255 - gray, gray // 2])
     exif = Image.Exif(); exif[0x0112] = 6
@@ -140,11 +146,11 @@ def test_image_decoding_matches_training(tmp_path):
         kwargs = {"transparency": 0} if name == "palette_transparent.png" else {}
         img.save(tmp_path / name, **kwargs)
     Image.fromarray(rgb).save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    clf = OnnxClassifier(demo.model_path)
+    transform = build_eval_transform(clf.preprocessing)
     for f in sorted(tmp_path.iterdir()):
-        a, b = load_rgb(f), load_image_rgb(f)
-        assert a.mode == b.mode == "RGB" and a.size == b.size, f.name
-        assert np.array_equal(np.asarray(a), np.asarray(b)), f.name
-    assert load_rgb(tmp_path / "rotated.jpg").size == (30, 40)
+        assert np.array_equal(clf.preprocess(f), transform(load_image_rgb(f)).numpy()), f.name
+    assert load_image_rgb(tmp_path / "rotated.jpg").size == (30, 40)
 
 
 def test_preprocessing_is_bit_exact_with_eval_transform(demo):

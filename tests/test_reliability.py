@@ -654,18 +654,17 @@ def _assert_same_training_state(a: dict, b: dict):
             if torch.is_tensor(sa[k]): assert torch.equal(sa[k], sb[k]), f"optimizer state {k} differs"
 
 
-# no randomness left in training but the seeded ones that do not depend on the process's RNG history: the weighted
-# sampler draws from a generator seeded per epoch (data.sampler_seed = seed), and the train transform is a full-image
-# crop without flip or jitter. (Lightning checkpoints do not hold the global RNG state, so a resumed run's random
-# augmentation cannot continue the stream of an uninterrupted one.)
-RESUMABLE = ["data.sampler=auto", "transforms.hflip=false", "transforms.color_jitter=0.0", "transforms.scale=[1.0,1.0]",
-             "transforms.ratio=[1.0,1.0]", "trainer.deterministic=true", "trainer.accelerator=cpu", "seed=7"]
+# the default random augmentation (random resized crop, flip) and a shuffled loader: checkpoints carry the global random
+# state (ImageClassifier, model.RNG_STATES_KEY), so the resumed run continues the interrupted run's stream. Loader
+# workers must not persist across epochs for that (their random state is not in the checkpoint): num_workers=0.
+RESUMABLE = ["data.num_workers=0", "trainer.deterministic=true", "trainer.accelerator=cpu", "seed=7"]
 
 
 @pytest.mark.slow
 def test_crash_after_an_epoch_then_resume_equals_an_uninterrupted_run(tmp_path):
     data = write_sample_subset(tmp_path / "data", per_class=6, classes=("Bag", "Coat", "Sandal"))
     args = [f"data.root={data}", *tiny(data__batch_size=4, trainer__max_epochs=3), *RESUMABLE]
+    assert not [a for a in args if a.startswith("transforms.")]  # the default, random, training augmentation
     done = run_parallel({"straight": dict(args=args, run_dir=tmp_path / "straight"),
                          "crashed": dict(args=args, run_dir=tmp_path / "crashed", boot=CRASHING_TRAIN,
                                          env={"CT_CRASH_AFTER_EPOCH": "0"})})
@@ -679,7 +678,7 @@ def test_crash_after_an_epoch_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert f"Resuming from {last}" in resumed.stdout
     a = torch.load(straight.run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     b = torch.load(last, map_location="cpu", weights_only=True)
-    assert a["epoch"] == 2
+    assert a["epoch"] == 2 and "rng_states" in a and "rng_states" in b
     _assert_same_training_state(a, b)
     metrics = [json.loads((r.run_dir / "metrics.json").read_text()) for r in (straight, resumed)]
     assert metrics[0] == metrics[1]
@@ -705,3 +704,21 @@ def test_two_runs_with_the_same_seed_are_identical(tmp_path):
     assert other.returncode == 0, other.explain()
     c = torch.load(other.run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert _state_hash(a, "current_model_state") != _state_hash(c, "current_model_state")
+
+
+# ---------------------------------------------------------------- decompression-bomb limit from the config
+@pytest.mark.slow
+def test_data_max_pixels_names_the_file_the_limit_and_the_key(tmp_path):
+    "data.max_pixels=100000: a real 640x427 photo is left out with a message naming it, the limit and the key."
+    from sklearn.datasets import load_sample_images
+    data = write_sample_subset(tmp_path / "data", per_class=3, classes=("Bag", "Coat", "Sandal"))
+    big = data / "train" / "Bag" / "china.jpg"
+    Image.fromarray(load_sample_images().images[0]).save(big, quality=90)
+    before = snapshot(data)
+    run = cli([f"data.root={data}", *TINY, "data.max_pixels=100000", "dry_run=true"], tmp_path / "run")
+    assert run.returncode == 0, run.explain()
+    for part in ("china.jpg: too large", "640x427 = 273,280 pixels", "limit of 100,000 pixels", "data.max_pixels"):
+        assert part in run.output, (part, run.explain())
+    assert snapshot(data) == before
+    stop = cli([f"data.root={data}", *TINY, "data.max_pixels=100000", "data.check_policy=fail"], tmp_path / "stop")
+    assert stop.returncode != 0 and no_traceback(stop) and str(big) in stop.stderr, stop.explain()

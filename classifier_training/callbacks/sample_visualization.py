@@ -142,7 +142,7 @@ class SampleVisualizationCallback(Callback):
     # -- collecting -------------------------------------------------------------------------------
     def _start(self, stage: str, pl_module: LightningModule):
         k = self.num_top_losses
-        self._samples[stage] = {"images": [], "targets": [], "preds": [], "conf": []}
+        self._samples[stage] = {"by_class": {}, "spare": [], "seen": 0}
         self._top[stage] = {"loss": torch.full((k,), -math.inf, device=pl_module.device),
                             **{key: torch.full((k,), -1, dtype=torch.long, device=pl_module.device)
                                for key in ("index", "target", "pred")},
@@ -165,12 +165,7 @@ class SampleVisualizationCallback(Callback):
         if self.num_samples and not (isinstance(batch, Mapping) and "images" in batch):
             raise ClassifierTrainingError("SampleVisualizationCallback needs batches as dicts with 'images' "
                                           "(ClassificationBatch); set num_samples=0 to draw top losses only")
-        have = sum(len(t) for t in samples["targets"])
-        if have < self.num_samples:
-            take = self.num_samples - have
-            samples["images"].append(batch["images"][:take].detach().cpu())
-            for key, value in (("targets", targets), ("preds", preds), ("conf", conf)):
-                samples[key].append(value[:take].cpu())
+        if self.num_samples: self._collect_samples(samples, batch["images"], targets, preds, conf, outputs.get("indices"), probs.shape[-1])
         if self.num_top_losses:
             if "indices" not in outputs:
                 raise ClassifierTrainingError("SampleVisualizationCallback needs 'indices' in the step outputs to name "
@@ -184,6 +179,46 @@ class SampleVisualizationCallback(Callback):
             merged = {key: torch.cat([top[key], cand[key].to(top[key].device)]) for key in top}
             keep = merged["loss"].topk(self.num_top_losses).indices
             self._top[stage] = {key: value[keep] for key, value in merged.items()}
+
+    def _collect_samples(self, samples: dict, images, targets, preds, conf, indices, num_classes: int):
+        "Keep candidates for the round-robin sample grid: up to ceil(n / classes) per true class, and n spares."
+        n = self.num_samples
+        per_class = math.ceil(n / max(1, num_classes))
+        by_class, spare = samples["by_class"], samples["spare"]
+        if len(spare) >= n and len(by_class) >= num_classes and all(len(v) >= per_class for v in by_class.values()):
+            samples["seen"] += len(targets); return  # every class and the spares are full: nothing left to keep
+        targets_l, preds_l, conf_l = targets.tolist(), preds.tolist(), conf.tolist()  # one transfer per batch
+        indices_l = indices.tolist() if indices is not None else [-1] * len(targets_l)
+        for j, label in enumerate(targets_l):
+            if label not in by_class:  # keep buckets for the n smallest labels only: memory stays O(n) with many classes
+                if len(by_class) >= n and label > max(by_class): by_class_ok = False
+                else:
+                    if len(by_class) >= n: del by_class[max(by_class)]
+                    by_class[label], by_class_ok = [], True
+            else: by_class_ok = True
+            want_class, want_spare = by_class_ok and len(by_class[label]) < per_class, len(spare) < n
+            if not (want_class or want_spare): continue
+            item = {"order": samples["seen"] + j, "image": images[j].detach().cpu().clone(), "target": label,
+                    "pred": preds_l[j], "conf": conf_l[j], "index": indices_l[j]}
+            if want_class: by_class[label].append(item)
+            if want_spare: spare.append(item)
+        samples["seen"] += len(targets_l)
+
+    def _select_samples(self, samples: dict) -> dict:
+        "The grid's images: round-robin over the true classes (class order), topped up from the epoch's first images."
+        buckets = [samples["by_class"][c] for c in sorted(samples["by_class"])]
+        chosen, taken = [], set()
+        for r in range(max((len(b) for b in buckets), default=0)):
+            for b in buckets:
+                if r < len(b) and len(chosen) < self.num_samples: chosen.append(b[r]); taken.add(b[r]["order"])
+        for item in samples["spare"]:
+            if len(chosen) >= self.num_samples: break
+            if item["order"] not in taken: chosen.append(item); taken.add(item["order"])
+        if not chosen: return {"images": [], "targets": [], "preds": [], "conf": [], "indices": []}
+        return {"images": [torch.stack([c["image"] for c in chosen])],
+                **{key: [torch.tensor([c[k] for c in chosen], dtype=dtype)] for key, k, dtype in
+                   (("targets", "target", torch.long), ("preds", "pred", torch.long), ("conf", "conf", torch.float32),
+                    ("indices", "index", torch.long))}}
 
     # -- drawing (on the plotting thread: only snapshots and the split's dataset are passed in) ------
     def _caption(self, names: list[str] | None, i: int) -> str:
@@ -242,9 +277,9 @@ class SampleVisualizationCallback(Callback):
             rank_zero_warn(f"SampleVisualizationCallback: cannot read the {stage} top-loss images back (no dataset on "
                            "the datamodule or dataloader, or batches without 'indices'); top_losses.png is not written")
             dataset = None
-        self._background.submit(self._draw, self._samples[stage], entries, dataset, _class_names(trainer, pl_module),
-                                _preprocessing(trainer, pl_module), folder, title)
-        self._samples[stage] = {"images": [], "targets": [], "preds": [], "conf": []}  # the job owns the old lists
+        self._background.submit(self._draw, self._select_samples(self._samples[stage]), entries, dataset,
+                                _class_names(trainer, pl_module), _preprocessing(trainer, pl_module), folder, title)
+        self._samples[stage] = {"by_class": {}, "spare": [], "seen": 0}
 
     # -- hooks ------------------------------------------------------------------------------------
     def _per_epoch_active(self, trainer: Trainer) -> bool:

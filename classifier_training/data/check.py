@@ -17,8 +17,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..core import ConfigError, DatasetError, atomic_write_json, sha256_bytes
-from .datasets import SPLITS, DatasetIndex, DatasetWarning, ImageReadError, load_image_rgb
+from ..core import ConfigError, DatasetError, ImageReadError, atomic_write_json, load_image_rgb, sha256_bytes
+from .datasets import SPLITS, DatasetIndex, DatasetWarning
 
 # %% auto #0
 __all__ = ['CHECK_POLICIES', 'FileCheck', 'check_image_file', 'check_files', 'BadFile', 'DatasetCheckError', 'DatasetReport',
@@ -77,6 +77,7 @@ def check_files(paths: list[str | os.PathLike], # image files to check
 # %% ../../nbs/03_data.check.ipynb #ebe9b71f
 CHECK_POLICIES = ("skip", "warn", "fail")
 
+# %% ../../nbs/03_data.check.ipynb #3500c981
 @dataclasses.dataclass
 class BadFile:
     "An image that cannot be used, with the split(s) that list it."

@@ -130,9 +130,9 @@ def _rank() -> int:
 
 _CACHE_LAYOUT = "|".join([*sorted(f for f in DatasetReport.__dataclass_fields__), *sorted(f for f in DatasetIndex.__dataclass_fields__)])
 
-def _index_fingerprint(index: DatasetIndex, policy: str) -> str:
-    "sha256 over the scanned file list (paths, labels, sizes, mtimes), the check policy and the code version."
-    h = hashlib.sha256(f"{__version__}|{_CACHE_LAYOUT}|{policy}|{index.root}|{index.format}|{index.class_names}".encode())
+def _index_fingerprint(index: DatasetIndex, policy: str, max_pixels: int | None = None) -> str:
+    "sha256 over the scanned file list (paths, labels, sizes, mtimes), the check policy, the pixel limit and the code version."
+    h = hashlib.sha256(f"{__version__}|{_CACHE_LAYOUT}|{policy}|{max_pixels}|{index.root}|{index.format}|{index.class_names}".encode())
     for split in SPLITS:
         for r in index.splits.get(split, []):
             try: st = os.stat(r.path); stamp = f"{st.st_size}:{st.st_mtime_ns}"
@@ -158,9 +158,11 @@ class ImageClassificationDataModule(pl.LightningDataModule):
                  backbone: str = "resnet18", # timm model whose data config gives the default preprocessing
                  train_transform: Mapping[str, Any] | None = None, # keyword arguments of build_train_transform
                  pin_memory: bool | None = None, # None or True: pin when CUDA is available; False: never
+                 persistent_workers: bool = False, # keep loader workers across epochs (with num_workers > 0)
                  drop_last: bool | None = None, # drop the last incomplete train batch; None: when train > batch_size
                  sampler_seed: int | None = None, # seed the weighted sampler per epoch (same draws on every rank)
                  check_workers: int | None = None, # decoding workers of the check (None: one per core)
+                 max_pixels: int | None = None, # decompression-bomb guard: refuse larger images (None: Pillow's limit)
                  check_cache: bool = True, # reuse a stored check result for an unchanged file list
                  cache_dir: str | os.PathLike | None = None, # for the sample and check results; None: default_cache_dir()
                  verbose: bool = True, # print the scan line and the check summary (rank zero only)
@@ -172,6 +174,9 @@ class ImageClassificationDataModule(pl.LightningDataModule):
         if self.num_workers < 0: raise ConfigError(f"data.num_workers={num_workers!r}: must be >= 0")
         self.val_fraction, self.test_fraction, self.split_seed = float(val_fraction), float(test_fraction), int(split_seed)
         self.check_policy, self.check_workers, self.check_cache = check_policy, check_workers, bool(check_cache)
+        if max_pixels is not None and int(max_pixels) < 1:
+            raise ConfigError(f"data.max_pixels={max_pixels!r}: give a positive pixel count, or null for Pillow's limit")
+        self.max_pixels = None if max_pixels is None else int(max_pixels)
         self.sampler_policy = _choice(sampler, "sampler", SAMPLER_POLICIES)
         self.sampler_weights = _plain(sampler_weights) if sampler_weights is not None else None
         if self.sampler_weights is not None and not isinstance(self.sampler_weights, dict):
@@ -186,7 +191,7 @@ class ImageClassificationDataModule(pl.LightningDataModule):
         self.sampler_seed = None if sampler_seed is None else int(sampler_seed)
         self.cache_images, self.drop_last, self.verbose = bool(cache_images), drop_last, bool(verbose)
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
-        self._pin_memory_arg = pin_memory
+        self._pin_memory_arg, self.persistent_workers = pin_memory, bool(persistent_workers)
         # preprocessing: ready now, before any data is read
         pre = _plain(preprocessing) if preprocessing is not None else {}
         resize_size = pre.pop("resize_size", None)
@@ -215,7 +220,7 @@ class ImageClassificationDataModule(pl.LightningDataModule):
 
     def _check_cache_path(self, index: DatasetIndex) -> Path:
         folder = (self.cache_dir if self.cache_dir is not None else default_cache_dir()) / "dataset_checks"
-        return folder / f"{_index_fingerprint(index, self.check_policy)}.pkl"
+        return folder / f"{_index_fingerprint(index, self.check_policy, self.max_pixels)}.pkl"
 
     def _checked(self, index: DatasetIndex) -> DatasetReport:
         "The check report for `index`: from the cache when the file list is unchanged, else by decoding every image."
@@ -230,7 +235,8 @@ class ImageClassificationDataModule(pl.LightningDataModule):
                     print(f"dataset check: reusing the stored result for this exact file list ({path})")
                     report.print_summary()
                 return report
-        report = check_dataset(index, policy=self.check_policy, num_workers=self.check_workers, verbose=loud)
+        report = check_dataset(index, policy=self.check_policy, num_workers=self.check_workers, max_pixels=self.max_pixels,
+                               verbose=loud)
         if path is not None:
             try: atomic_write_bytes(path, pickle.dumps(report, protocol=pickle.HIGHEST_PROTOCOL))
             except OSError as e: warnings.warn(f"could not store the dataset check result in {path.parent}: {e}", stacklevel=2)
@@ -259,7 +265,8 @@ class ImageClassificationDataModule(pl.LightningDataModule):
         if not self.index.splits["train"]:
             raise DatasetError(f"data.root '{self.index.root}': no usable train image is left after the dataset check; "
                                      "see the check summary above")
-        make = lambda split, tf: ImageClassificationDataset(self.index.splits.get(split, []), c2i, tf, cache_images=self.cache_images)
+        make = lambda split, tf: ImageClassificationDataset(self.index.splits.get(split, []), c2i, tf, cache_images=self.cache_images,
+                                                            max_pixels=self.max_pixels)
         self.train_dataset = make("train", self.train_transform)
         self.val_dataset, self.test_dataset = make("val", self.eval_transform), make("test", self.eval_transform)
         per_class = self._sampler_class_weights()
@@ -340,7 +347,7 @@ class ImageClassificationDataModule(pl.LightningDataModule):
 
     def _loader(self, dataset, train: bool = False) -> DataLoader:
         kwargs = dict(batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=collate_classification,
-                      pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
+                      pin_memory=self.pin_memory, persistent_workers=self.persistent_workers and self.num_workers > 0)
         if not train: return DataLoader(dataset, shuffle=False, **kwargs)
         drop_last = self.drop_last if self.drop_last is not None else len(dataset) > self.batch_size
         return DataLoader(dataset, sampler=self.sampler, shuffle=self.sampler is None, drop_last=drop_last, **kwargs)

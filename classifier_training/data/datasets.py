@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import enum
-import io
 import json
 import os
 import random
@@ -16,22 +15,22 @@ import unicodedata
 import warnings
 from collections import Counter
 from pathlib import Path
-from struct import error as struct_error
 from typing import Any, Callable, Iterable
 
-import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 
-from ..core import (ConfigError, DatasetError, is_image_path, natural_sort_key)
+from ..core import (ConfigError, DatasetError, ImageReadError, is_image_path, load_image_rgb,
+                                      natural_sort_key, to_rgb)
 
 # %% auto #0
 __all__ = ['SPLITS', 'FORMAT_DESCRIPTIONS', 'DatasetFormat', 'DatasetWarning', 'SampleRecord', 'DatasetIndex', 'scan_dataset',
-           'ImageReadError', 'to_rgb', 'load_image_rgb', 'ImageClassificationDataset']
+           'ImageClassificationDataset']
 
 # %% ../../nbs/02_data.datasets.ipynb #bee01a70
 SPLITS = ("train", "val", "test")
 
+# %% ../../nbs/02_data.datasets.ipynb #bfe11eb7
 class DatasetFormat(enum.StrEnum):
     "The dataset layouts `scan_dataset` recognises."
     folders = "folders"  # train/<class>/*, val/ (or valid/), optional test/
@@ -46,6 +45,7 @@ FORMAT_DESCRIPTIONS = {
     DatasetFormat.flat: "class folders without splits (seeded stratified split)",
 }
 
+# %% ../../nbs/02_data.datasets.ipynb #d950ed9e
 class DatasetWarning(UserWarning):
     "Something in the dataset was excluded or looks wrong; training goes on."
 
@@ -375,81 +375,6 @@ def scan_dataset(root: str | os.PathLike, # dataset root (data.root)
                          derived_splits=derived, empty_classes=empty, ignored_files=ignored, sources=sources)
     if verbose: print(index.describe())
     return index
-
-# %% ../../nbs/02_data.datasets.ipynb #0713138e
-class ImageReadError(DatasetError):
-    "An image file that cannot be decoded; `.path` names it and `.reason` says why in one word."
-    def __init__(self, path, reason: str, detail: str):
-        self.path, self.reason, self.detail = Path(path), reason, detail
-        super().__init__(f"{path}: {reason.replace('_', ' ')}: {detail}")
-
-    def __reduce__(self): return (type(self), (self.path, self.reason, self.detail))
-
-def _alpha_on_white(im: Image.Image) -> Image.Image:
-    rgba = im.convert("RGBA")
-    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(background, rgba).convert("RGB")
-
-def _wide_to_l(im: Image.Image) -> Image.Image:
-    a = np.asarray(im)
-    if im.mode.startswith("I;16"): a = a.astype(np.float64) / 257.0
-    else:
-        a = a.astype(np.float64)
-        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
-        if lo >= 0 and hi <= 255: pass
-        elif lo >= 0 and hi <= 65535: a = a / 257.0
-        else: a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
-    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), mode="L")
-
-def to_rgb(im: Image.Image, # a loaded Pillow image of any mode
-          ) -> Image.Image:
-    "Convert any Pillow mode to 8-bit RGB (alpha composited on white, 16/32-bit scaled)."
-    mode = im.mode
-    if mode == "RGB": return im
-    if mode == "P": return _alpha_on_white(im) if "transparency" in im.info else im.convert("RGB")
-    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info: return _alpha_on_white(im)
-    if mode.startswith("I") or mode == "F": return _wide_to_l(im).convert("RGB")
-    return im.convert("RGB")
-
-def _decode(fp, path, max_pixels: int | None) -> Image.Image:
-    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
-    try:
-        im = Image.open(fp)
-        if limit and im.width * im.height > limit:
-            raise ImageReadError(path, "too_large", f"{im.width}x{im.height} = {im.width * im.height:,} pixels is over "
-                                 f"the limit of {limit:,} (decompression-bomb guard); resize the image or raise max_pixels")
-        im.load()
-        try: ImageOps.exif_transpose(im, in_place=True)
-        except Exception: pass  # a damaged EXIF block must not cost a decodable image: keep it as stored
-        return to_rgb(im)
-    except ImageReadError: raise
-    except Image.DecompressionBombError as e:
-        raise ImageReadError(path, "too_large", f"{e} (decompression-bomb guard); resize the image") from None
-    except UnidentifiedImageError:
-        raise ImageReadError(path, "not_an_image", "Pillow cannot identify this file as an image; remove it or "
-                             "replace it with a real image") from None
-    except (OSError, SyntaxError, ValueError, EOFError, struct_error, MemoryError) as e:
-        text = str(e) or type(e).__name__
-        reason = "truncated" if ("truncated" in text.lower() or isinstance(e, EOFError)) else "unreadable"
-        raise ImageReadError(path, reason, f"{text}; re-export or remove the file") from None
-
-def load_image_rgb(path: str | os.PathLike, # image file
-                   max_pixels: int | None = None, # refuse larger images; None: Pillow's Image.MAX_IMAGE_PIXELS
-                   data: bytes | None = None, # the file's bytes when already read (`path` then only names it)
-                  ) -> Image.Image:
-    "Fully decode an image file into an 8-bit RGB Pillow image, EXIF orientation applied."
-    if data is not None:
-        if not data: raise ImageReadError(path, "empty", "the file has zero bytes; remove it or copy it again")
-        return _decode(io.BytesIO(data), path, max_pixels)
-    try:
-        with open(path, "rb") as f:
-            if os.fstat(f.fileno()).st_size == 0:
-                raise ImageReadError(path, "empty", "the file has zero bytes; remove it or copy it again")
-            return _decode(f, path, max_pixels)
-    except FileNotFoundError:
-        raise ImageReadError(path, "missing", "file not found; fix the path in the annotations or restore the file") from None
-    except OSError as e:
-        raise ImageReadError(path, "unreadable", f"{e.strerror or e}; check the file's permissions") from None
 
 # %% ../../nbs/02_data.datasets.ipynb #db6010e6
 class ImageClassificationDataset(Dataset):
