@@ -137,8 +137,8 @@ def main(argv=None):
     if args.quick:
         root = write_sample_subset(Path(tempfile.mkdtemp(prefix="bench_cb_data_")) / "data", per_class=30)
         args.backbone, batch_size = "test_resnet", 32
-    else:  # what `classifier-train` does by default: the whole embedded sample, resnet18, 32 px, batch 64
-        root, args.backbone, batch_size = None, "resnet18", 64
+    else:  # what `classifier-train` does by default: the whole embedded sample, resnet10t, 32 px, batch 64
+        root, args.backbone, batch_size = None, "resnet10t", 64
     dm = ImageClassificationDataModule(root, image_size=32, batch_size=batch_size, backbone=args.backbone, verbose=False)
     dm.setup()
     train_images = len(dm.train_dataset) // batch_size * batch_size  # drop_last

@@ -128,7 +128,8 @@ def _bench_ddp(args, tmp: Path, figures: list, notes: list) -> None:
               "trainer.enable_model_summary=false"]
     ddp = ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"]
     walls = {1: [], 2: []}
-    for rep in range(-1, args.ddp_repeats):  # rep -1: one untimed warm-up run of each (page cache, dataset check cache)
+    first = -1 if args.only_ddp else 0  # rep -1: an untimed warm-up run of each; after make train the caches are warm
+    for rep in range(first, args.ddp_repeats):
         for devices in (1, 2):
             cmd = [str(BIN / "classifier-train"), f"hydra.run.dir={Path(tmp) / f'ddp{devices}_{rep + 1}'}", *common,
                    *(ddp if devices == 2 else [])]
@@ -139,7 +140,7 @@ def _bench_ddp(args, tmp: Path, figures: list, notes: list) -> None:
     figures += [Figure("1 epoch + test + export, devices=1 (median wall)", t1, "s"),
                 Figure("same, DDP on CPU, devices=2 (median wall)", t2, "s"),
                 Figure("DDP speed-up (devices=1 wall / devices=2 wall)", t1 / t2, "x")]
-    notes.append(f"DDP on CPU: one warm-up run each, then {args.ddp_repeats} interleaved runs each; walls devices=1 "
+    notes.append(f"DDP on CPU: {'one warm-up run each, then ' if first < 0 else 'after the make train run (warm caches), '}{args.ddp_repeats} interleaved runs each; walls devices=1 "
                  f"{[round(w) for w in walls[1]]} s, devices=2 {[round(w) for w in walls[2]]} s (CPU time is not "
                  "reported: Lightning's DDP ranks are not child processes that the timer can account for). Two processes "
                  "with one thread each against one process with two threads, on the same 2 cores: DDP cannot add "
