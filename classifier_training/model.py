@@ -136,7 +136,7 @@ def capture_rng_states() -> dict:
     if torch.cuda.is_available() and torch.cuda.is_initialized(): states["cuda"] = torch.cuda.get_rng_state_all()
     return states
 
-def restore_rng_states(states: dict, # output of `capture_rng_states` (e.g. read back from a checkpoint)
+def restore_rng_states(states: dict, # output of capture_rng_states (e.g. read back from a checkpoint)
                       ) -> None:
     "Set the global random states of Python, numpy and torch (and CUDA, when saved and the device count matches)."
     version, internal, gauss = states["python"]

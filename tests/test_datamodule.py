@@ -194,9 +194,11 @@ def test_setup_is_idempotent_and_loaders_follow_the_rules(imbalanced, cache_dir,
     dm.setup("fit"); dm.setup("validate")
     assert dm.train_dataset is train
     loader = dm.train_dataloader()
-    assert loader.persistent_workers is True and loader.num_workers == 2
+    # workers start afresh each epoch by default (their seeds then come from the checkpointed random state)
+    assert loader.persistent_workers is False and loader.num_workers == 2
     assert loader.pin_memory == torch.cuda.is_available()
     assert make_dm(imbalanced, cache_dir).val_dataloader().persistent_workers is False
+    assert make_dm(imbalanced, cache_dir, num_workers=2, persistent_workers=True).train_dataloader().persistent_workers is True
     mapping = json.loads(dm.write_labels_mapping(tmp_path / "labels_mapping.json").read_text())
     assert mapping["class_names"] == ["Bag", "Sneaker", "Trouser"] and mapping["preprocessing"]["image_size"] == 32
     assert dm.class_distribution()["train"] == {"Bag": 2, "Sneaker": 8, "Trouser": 8}
