@@ -25,9 +25,10 @@ if TYPE_CHECKING:
 
 # %% auto #0
 __all__ = ['INTERPOLATIONS', 'IMAGE_EXTENSIONS', 'ClassifierTrainingError', 'DatasetError', 'ConfigError', 'ExportError',
-           'ClassificationBatch', 'PreprocessingConfig', 'atomic_writer', 'atomic_write_bytes', 'atomic_write_text',
-           'atomic_write_json', 'atomic_save_figure', 'is_image_path', 'natural_sort_key', 'sha256_bytes',
-           'sha256_file', 'ImageReadError', 'to_rgb', 'load_image_rgb', 'labels_mapping', 'write_labels_mapping']
+           'error_summary', 'ClassificationBatch', 'PreprocessingConfig', 'atomic_writer', 'atomic_write_bytes',
+           'atomic_write_text', 'atomic_write_json', 'atomic_save_figure', 'is_image_path', 'natural_sort_key',
+           'sha256_bytes', 'sha256_file', 'ImageReadError', 'to_rgb', 'load_image_rgb', 'labels_mapping',
+           'write_labels_mapping']
 
 # %% ../nbs/00_core.ipynb #e2e397be
 class ClassifierTrainingError(Exception):
@@ -41,6 +42,14 @@ class ConfigError(ClassifierTrainingError):
 
 class ExportError(ClassifierTrainingError):
     "The ONNX export failed or did not match PyTorch."
+
+# %% ../nbs/00_core.ipynb #9a854279
+def error_summary(error: BaseException, # any exception, possibly with an empty or multi-line message
+                  limit: int | None = 300, # longest detail kept; None: no limit
+                 ) -> str:
+    "The first non-empty line of `error`'s message, or its type name when the message is empty."
+    line = next((l.strip() for l in str(error).splitlines() if l.strip()), "") or type(error).__name__
+    return line if limit is None or len(line) <= limit else line[: limit - 3] + "..."
 
 # %% ../nbs/00_core.ipynb #e8817195
 class ClassificationBatch(TypedDict):
