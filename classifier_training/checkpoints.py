@@ -40,7 +40,7 @@ def _load_failure(error: Exception) -> str:
 def read_checkpoint(path: str | os.PathLike, # a .ckpt file
                     require: Sequence[str] = (), # keys the checkpoint must hold
                     expected: str = "a .ckpt file written by classifier-train", # what to give
-                    hint: str = "", # what to do about missing keys; empty: give `expected`
+                    hint: str = "", # what to do about missing keys; empty: give what is expected
                     mmap: bool = False, # map the tensors from the file instead of reading them
                    ) -> dict[str, Any]:
     "Load a checkpoint safely (`weights_only=True`) onto the CPU; `CheckpointError` when unusable."

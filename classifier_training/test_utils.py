@@ -106,7 +106,7 @@ class ForwardCounter:
 def tiny_trained_export(work: str | os.PathLike, # scratch folder (data, run, export)
                         per_class: int = 8, # sample images per class in train and val (all ten classes)
                         test_per_class: int = 4, # test images per class (100: the whole sample test split)
-                        export: bool = True, # also export the model to `work/export` with export_onnx
+                        export: bool = True, # also export the model (into work/export) with export_onnx
                         **export_kwargs, # passed to export_onnx
                        ) -> types.SimpleNamespace:
     "A tiny model trained three steps on sample images (EMA and checkpoints on), and its verified ONNX export."
