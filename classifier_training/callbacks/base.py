@@ -25,7 +25,7 @@ def new_figure(width: float, # figure width, inches
                height: float, # figure height, inches
                dpi: int = 100, # pixels per inch
               ):
-    "A matplotlib `Figure` bound to its own Agg canvas: no pyplot, no display, safe on a worker thread."
+    "A matplotlib `Figure` on its own Agg canvas: no pyplot, no display, safe on a worker thread."
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     fig = Figure(figsize=(width, height), dpi=dpi)
@@ -36,7 +36,7 @@ def save_figure(fig, # a matplotlib Figure, e.g. from new_figure
                 path: str | os.PathLike, # the PNG file to create or replace
                 dpi: int = 100, # pixels per inch of the saved image
                ) -> Path:
-    "Save `fig` atomically as PNG, the fast way: its own layout (no tight-bbox pass), light compression."
+    "Save `fig` atomically as PNG, fast: its own layout (no tight-bbox pass), light compression."
     return atomic_save_figure(fig, path, format="png", dpi=dpi, bbox_inches=None,
                               pil_kwargs={"compress_level": 1})
 
@@ -49,21 +49,21 @@ def _writer_thread() -> ThreadPoolExecutor:
     global _WRITER
     with _WRITER_LOCK:
         if _WRITER is None:
-            _WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="classifier_training-writer")
+            _WRITER = ThreadPoolExecutor(1, thread_name_prefix="classifier_training-writer")
         return _WRITER
 
 class BackgroundWriter:
-    "One callback's queue of drawing and saving jobs on the shared writer thread (run at once when disabled)."
+    "One callback's queue of drawing and saving jobs on the shared writer thread."
     def __init__(self,
                  enabled: bool = True, # False: run each job at once, in the calling thread
-                 max_pending: int = 2, # jobs that may wait; the next submit blocks until one is done
+                 max_pending: int = 2, # jobs that may wait; one more submit blocks
                 ):
         self.enabled, self.max_pending = enabled, max(1, int(max_pending))
         self._pending: list[Future] = []
 
     @property
     def pending(self) -> int:
-        "Jobs submitted and not collected yet (finished ones are collected by the next submit or flush)."
+        "Jobs submitted and not collected yet (the next submit or flush collects finished ones)."
         return len(self._pending)
 
     def _reap(self, keep: int):
@@ -74,7 +74,7 @@ class BackgroundWriter:
     def submit(self,
                fn: Callable, # the job: reads only snapshots, writes files atomically
                *args, **kwargs):
-        "Queue `fn(*args, **kwargs)` on the writer thread; when disabled, run it now and return its result."
+        "Queue `fn(*args, **kwargs)` on the writer thread; when disabled, run it now."
         if not self.enabled: return fn(*args, **kwargs)
         self._reap(self.max_pending - 1)
         self._pending.append(_writer_thread().submit(fn, *args, **kwargs))
@@ -88,7 +88,7 @@ class BackgroundWriter:
 
 # %% ../../nbs/19_callbacks.base.ipynb #d840ae4b
 def class_names_of(pl_module, # the LightningModule (or any model); its class_names come first
-                   datamodule=None, # asked when the module has no class names, e.g. trainer.datamodule
+                   datamodule=None, # asked when the module has none, e.g. trainer.datamodule
                   ) -> list[str] | None:
     "The run's class names as strings: the module's, else the datamodule's, else None."
     names = getattr(pl_module, "class_names", None)
@@ -96,9 +96,9 @@ def class_names_of(pl_module, # the LightningModule (or any model); its class_na
     return [str(n) for n in names] if names else None
 
 def preprocessing_of(pl_module, # the LightningModule (or any model); its preprocessing comes first
-                     datamodule=None, # asked when the module has no preprocessing, e.g. trainer.datamodule
+                     datamodule=None, # asked when the module has none, e.g. trainer.datamodule
                     ) -> PreprocessingConfig | None:
-    "The run's `PreprocessingConfig`: the module's, else the datamodule's (a dict is converted), else None."
+    "The run's `PreprocessingConfig`: the module's, else the datamodule's, else None."
     pre = getattr(pl_module, "preprocessing", None)
     if pre is None: pre = getattr(datamodule, "preprocessing", None)
     return PreprocessingConfig.from_dict(pre) if isinstance(pre, Mapping) else pre
@@ -110,10 +110,10 @@ def _draw_and_save(make_figure: Callable, path: Path, dpi: int):
     if fig is not None: save_figure(fig, path, dpi)
 
 class ArtifactCallback(Callback):
-    "Base of every callback that writes files into the run folder: where, when, and off the training loop."
+    "Base of the callbacks that write files into the run folder: where, when, and off the loop."
     def __init__(self,
-                 output_dir: str | os.PathLike | None = None, # folder for the files; None -> trainer.default_root_dir
-                 background: bool = True, # run submitted jobs on the shared writer thread (False: at once)
+                 output_dir: str | os.PathLike | None = None, # None -> trainer.default_root_dir
+                 background: bool = True, # run jobs on the shared writer thread (False: at once)
                 ):
         self.output_dir = output_dir
         self.background_writer = BackgroundWriter(enabled=background)
@@ -137,7 +137,7 @@ class ArtifactCallback(Callback):
         return self.background_writer.submit(fn, *args, **kwargs)
 
     def submit_figure(self,
-                      make_figure: Callable, # returns a matplotlib Figure, or None when there is nothing to draw
+                      make_figure: Callable, # returns a matplotlib Figure (None: nothing to draw)
                       path: str | os.PathLike, # the PNG file to create or replace
                       dpi: int = 100, # pixels per inch of the saved image
                      ):
@@ -146,10 +146,11 @@ class ArtifactCallback(Callback):
 
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        "At the end of fit, validate, test or predict: wait for every submitted job; raise the first error."
+        "At the end of fit, validate, test or predict: wait for every job; raise the first error."
         self.background_writer.flush()
 
     @override
-    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        "When a run fails: wait for every submitted job, keeping the run's own exception the one raised."
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule,
+                     exception: BaseException) -> None:
+        "When a run fails: wait for every job, keeping the run's own exception the one raised."
         with contextlib.suppress(Exception): self.background_writer.flush()
