@@ -56,7 +56,7 @@ class BackgroundWriter:
     "One callback's queue of drawing and saving jobs on the shared writer thread."
     def __init__(self,
                  enabled: bool = True, # False: run each job at once, in the calling thread
-                 max_pending: int = 2, # jobs that may wait; one more submit blocks
+                 max_pending: int = 2, # jobs in flight at most; submit waits for the oldest beyond
                 ):
         self.enabled, self.max_pending = enabled, max(1, int(max_pending))
         self._pending: list[Future] = []
