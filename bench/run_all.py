@@ -16,6 +16,15 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 from _harness import RESULTS_PATH, machine  # noqa: E402
 
+# hand-written sections of RESULTS.md (no script writes them): carried over to each new run
+KEPT_SECTIONS = ("## Moved from the chapters",)
+
+
+def kept_sections(text: str) -> str:
+    "The sections of an earlier RESULTS.md that start with one of KEPT_SECTIONS."
+    return "".join(part for part in re.split(r"(?m)^(?=## )", text) if part.startswith(KEPT_SECTIONS))
+
+
 # (script, arguments for the ~10 minute run, extra arguments for --full)
 SCRIPTS = [
     ("bench_dataset_check.py", ["--quick"], []),
@@ -35,6 +44,7 @@ def main() -> int:
     args = ap.parse_args()
     header = ("# Benchmark results\n\nThe last `make bench` run; each section below is written by one script in bench/. The figures are ratios measured side by side, but on a machine that shares its cores with other virtual machines a single run still moves by 10-30 % (the same dataset check measured 10,000 and 6,000 images/s in two runs an hour apart); the ten-minute form takes one steady epoch per variant for the callback stack. `--full` repeats more.\n\n")
     header += "Machine: " + ", ".join(f"{k} {v}" for k, v in machine().items()) + "\n"
+    kept = kept_sections(RESULTS_PATH.read_text()) if RESULTS_PATH.is_file() else ""
     RESULTS_PATH.write_text(header)
     failed, started = [], time.perf_counter()
     for script, quick_args, full_args in SCRIPTS:
@@ -47,6 +57,8 @@ def main() -> int:
         print(f"=== {script}: exit {rc} after {time.perf_counter() - t0:.0f} s", flush=True)
         if rc != 0:
             failed.append(script)
+    if kept:
+        RESULTS_PATH.write_text(RESULTS_PATH.read_text().rstrip("\n") + "\n\n" + kept.rstrip("\n") + "\n")
     rows = [line for line in RESULTS_PATH.read_text().splitlines() if re.match(r"^\|[^|]*\|[^|]*\|[^|]*\|\s*[<>]=", line)]
     print(f"\nAll figures with an aim ({time.perf_counter() - started:.0f} s in all; details in {RESULTS_PATH}):")
     for row in rows:

@@ -5,23 +5,22 @@
 # %% ../../nbs/24_callbacks.confusion_matrix.ipynb #1a07ad9b
 from __future__ import annotations
 
-import contextlib
 import csv
 import functools
 import io
 import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 from torchmetrics.classification import MulticlassConfusionMatrix
+from typing_extensions import override
 
-from ..core import ClassifierTrainingError, atomic_save_figure, atomic_write_json, atomic_write_text
+from .base import ArtifactCallback, class_names_of, new_figure
+from ..core import ClassifierTrainingError, atomic_write_json, atomic_write_text
 
 # %% auto #0
 __all__ = ['classification_report', 'report_to_csv', 'report_to_markdown', 'plot_confusion_matrix', 'ConfusionMatrixCallback']
@@ -67,14 +66,6 @@ def report_to_markdown(rows: list[dict], # output of classification_report
     return "\n".join(lines) + "\n"
 
 # %% ../../nbs/24_callbacks.confusion_matrix.ipynb #431bd863
-def _new_figure(width: float, height: float, dpi: int = 100):
-    "A matplotlib Figure bound to an Agg canvas (no pyplot, no display)."
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(width, height), dpi=dpi)
-    FigureCanvasAgg(fig)
-    return fig
-
 def plot_confusion_matrix(counts: torch.Tensor | np.ndarray | Sequence, # (C, C) counts, rows = true class
                           class_names: Sequence[str], # the C class names in index order
                           title: str = "", # figure title, e.g. "val, epoch 3"
@@ -95,7 +86,7 @@ def plot_confusion_matrix(counts: torch.Tensor | np.ndarray | Sequence, # (C, C)
     side = float(np.clip(0.42 * n, 2.5, 12.0))
     gap, cbar, bottom = 0.3, (0.0 if annotate else 0.6), label + 0.4
     width, height = label + 0.3 + 2 * (side + cbar) + gap + 0.2, side + bottom + 0.7
-    fig = _new_figure(width, height, dpi)
+    fig = new_figure(width, height, dpi)
     for k, (values, name, cmap, fmt) in enumerate(((cm, "counts", "Blues", "{:.0f}"),
                                                    (recall, "recall (row-normalised)", "Greens", "{:.2f}"))):
         x0 = label + 0.3 + k * (side + cbar + gap)
@@ -126,76 +117,24 @@ def plot_confusion_matrix(counts: torch.Tensor | np.ndarray | Sequence, # (C, C)
     fig.suptitle(f"{title}  (n={total}, accuracy {acc:.3f})".strip(), fontsize=11, y=1 - 0.25 / height)
     return fig
 
-# %% ../../nbs/24_callbacks.confusion_matrix.ipynb #3a33cdb4
-_EXECUTOR: ThreadPoolExecutor | None = None
-_EXECUTOR_LOCK = threading.Lock()
-
-def _plot_executor() -> ThreadPoolExecutor:
-    "The one worker thread that draws and saves the figures of all plotting callbacks."
-    global _EXECUTOR
-    with _EXECUTOR_LOCK:
-        if _EXECUTOR is None: _EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="classifier_training-plots")
-        return _EXECUTOR
-
-class _Background:
-    "Jobs of one callback on the shared plotting thread (or run at once when disabled)."
-    def __init__(self, enabled: bool = True, max_pending: int = 2):
-        self.enabled, self.max_pending, self._pending = enabled, max(1, int(max_pending)), []
-
-    def _reap(self, keep: int):
-        "Drop finished jobs (raising their errors); wait until at most `keep` remain."
-        while self._pending and (self._pending[0].done() or len(self._pending) > keep):
-            self._pending.pop(0).result()
-
-    def submit(self, fn, *args, **kwargs):
-        "Run `fn(*args, **kwargs)` on the plotting thread (at once when disabled)."
-        if not self.enabled: return fn(*args, **kwargs)
-        self._reap(self.max_pending - 1)
-        self._pending.append(_plot_executor().submit(fn, *args, **kwargs))
-
-    def flush(self):
-        "Wait for every job of this callback; raise the first error."
-        self._reap(0)
-
-    def __getstate__(self):  # callbacks are pickled by ddp_spawn: queued jobs do not travel
-        return {**self.__dict__, "_pending": []}
-
-def _save_png(fig, path: Path, dpi: int):
-    "Save atomically as PNG, fast: computed layout (no tight bbox pass) and light zlib compression."
-    atomic_save_figure(fig, path, dpi=dpi, bbox_inches=None, pil_kwargs={"compress_level": 1})
-
-def _save_figure(make_figure, path: Path, dpi: int):
-    "Build a figure and save it (the body of a plotting job); nothing when the builder returns None."
-    fig = make_figure()
-    if fig is not None: _save_png(fig, path, dpi)
-
 # %% ../../nbs/24_callbacks.confusion_matrix.ipynb #30580854
-def _resolve_output_dir(trainer: Trainer, output_dir: str | os.PathLike | None) -> Path:
-    return Path(output_dir if output_dir is not None else trainer.default_root_dir)
-
-def _class_names(trainer: Trainer, pl_module: LightningModule) -> list[str] | None:
-    names = getattr(pl_module, "class_names", None)
-    if not names: names = getattr(getattr(trainer, "datamodule", None), "class_names", None)
-    return [str(n) for n in names] if names else None
-
-class ConfusionMatrixCallback(Callback):
+class ConfusionMatrixCallback(ArtifactCallback):
     "Confusion matrix of every validation epoch and of the test set, from the step outputs."
     def __init__(self,
                  output_dir: str | os.PathLike | None = None, # folder for the files; None -> trainer.default_root_dir
                  per_epoch: bool = True, # write epochs/epoch_NNN/confusion_matrix.png after each validation epoch
                  max_annotated_classes: int = 30, # write the numbers in the cells up to this many classes
                  dpi: int = 100, # resolution of the PNG files
-                 background: bool = True, # draw and save the PNGs on the shared plotting thread
+                 background: bool = True, # draw and save the PNGs on the shared writer thread
                 ):
-        self.output_dir, self.per_epoch = output_dir, per_epoch
-        self.max_annotated_classes, self.dpi = max_annotated_classes, dpi
-        self._background = _Background(background)
+        super().__init__(output_dir=output_dir, background=background)
+        self.per_epoch, self.max_annotated_classes, self.dpi = per_epoch, max_annotated_classes, dpi
         self._metrics: dict[str, MulticlassConfusionMatrix] = {}
         self._names: dict[str, list[str] | None] = {}
         self.confusion: dict[str, torch.Tensor] = {}
 
     def _start(self, stage: str, trainer: Trainer, pl_module: LightningModule):
-        names = self._names[stage] = _class_names(trainer, pl_module)
+        names = self._names[stage] = class_names_of(pl_module, getattr(trainer, "datamodule", None))
         metric = self._metrics.get(stage)
         if names is not None and (metric is None or metric.num_classes != len(names)):
             metric = MulticlassConfusionMatrix(len(names), validate_args=False)
@@ -206,17 +145,20 @@ class ConfusionMatrixCallback(Callback):
     def _update(self, stage: str, outputs, pl_module: LightningModule):
         if not isinstance(outputs, Mapping) or "preds" not in outputs or "targets" not in outputs:
             got = sorted(outputs) if isinstance(outputs, Mapping) else type(outputs).__name__
+            step = "validation_step" if stage == "val" else "test_step"
             raise ClassifierTrainingError(
                 f"ConfusionMatrixCallback needs {stage} steps to return a dict with 'preds' and 'targets' "
-                f"(ImageClassifier does); got {got}. Return them from {'validation' if stage == 'val' else 'test'}_step "
+                f"(ImageClassifier does); got {got}. Return them from {step} "
                 "or remove the callback from the callbacks config.")
         metric = self._metrics.get(stage)
         logits = outputs.get("logits", outputs.get("probs"))
         if metric is None:  # no class names anywhere: size the matrix from the logits
             if logits is None:
-                raise ClassifierTrainingError("ConfusionMatrixCallback cannot tell the number of classes: give the "
-                                              "model or the datamodule `class_names`, or return 'logits' from the step")
-            metric = self._metrics[stage] = MulticlassConfusionMatrix(logits.shape[-1], validate_args=False).to(pl_module.device)
+                raise ClassifierTrainingError(
+                    "ConfusionMatrixCallback cannot tell the number of classes: give the model or "
+                    "the datamodule `class_names`, or return 'logits' from the step")
+            metric = MulticlassConfusionMatrix(logits.shape[-1], validate_args=False)
+            metric = self._metrics[stage] = metric.to(pl_module.device)
         elif logits is not None and logits.shape[-1] != metric.num_classes:
             raise ClassifierTrainingError(
                 f"the model predicts {logits.shape[-1]} classes but class_names lists {metric.num_classes}; "
@@ -231,37 +173,45 @@ class ConfusionMatrixCallback(Callback):
         return counts
 
     def _submit_figure(self, counts: torch.Tensor, names: list[str], title: str, path: Path):
-        self._background.submit(_save_figure, functools.partial(
-            plot_confusion_matrix, counts, names, title=title, max_annotated_classes=self.max_annotated_classes,
-            dpi=self.dpi), path, self.dpi)
+        draw = functools.partial(plot_confusion_matrix, counts, names, title=title,
+                                 max_annotated_classes=self.max_annotated_classes, dpi=self.dpi)
+        self.submit_figure(draw, path, self.dpi)
 
+    @override
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule):
         self._start("val", trainer, pl_module)
 
-    def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int, dataloader_idx: int = 0):
+    @override
+    def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch,
+                                batch_idx: int, dataloader_idx: int = 0):
         if not trainer.sanity_checking and dataloader_idx == 0: self._update("val", outputs, pl_module)
 
+    @override
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule):
         if trainer.sanity_checking: return
         counts = self._compute("val")
         fitting = trainer.state.fn == TrainerFn.FITTING  # a stand-alone trainer.validate() writes no epoch folder
-        if counts is None or not self.per_epoch or not fitting or not trainer.is_global_zero: return
+        if counts is None or not (self.per_epoch and fitting and self.should_write(trainer)): return
         names = self._names["val"] or [str(i) for i in range(len(counts))]
         epoch = trainer.current_epoch
-        folder = _resolve_output_dir(trainer, self.output_dir) / "epochs" / f"epoch_{epoch:03d}"
+        folder = self.resolve_output_dir(trainer) / "epochs" / f"epoch_{epoch:03d}"
         self._submit_figure(counts, names, f"val, epoch {epoch}", folder / "confusion_matrix.png")
 
+    @override
     def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule):
         self._start("test", trainer, pl_module)
 
-    def on_test_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int, dataloader_idx: int = 0):
+    @override
+    def on_test_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch,
+                          batch_idx: int, dataloader_idx: int = 0):
         if dataloader_idx == 0: self._update("test", outputs, pl_module)
 
+    @override
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule):
         counts = self._compute("test")
-        if counts is None or not trainer.is_global_zero: return
+        if counts is None or not self.should_write(trainer): return
         names = self._names["test"] or [str(i) for i in range(len(counts))]
-        out = _resolve_output_dir(trainer, self.output_dir)
+        out = self.resolve_output_dir(trainer)
         rows = classification_report(counts, names)
         total = int(counts.sum())
         accuracy = float(counts.diag().sum()) / total if total else 0.0
@@ -271,9 +221,3 @@ class ConfusionMatrixCallback(Callback):
         atomic_write_text(out / "classification_report.csv", report_to_csv(rows))
         atomic_write_text(out / "classification_report.md", report_to_markdown(rows, accuracy))
         self._submit_figure(counts, names, "test", out / "confusion_matrix.png")
-
-    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str):
-        self._background.flush()
-
-    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException):
-        with contextlib.suppress(Exception): self._background.flush()

@@ -6,13 +6,13 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from rich.console import Console
+from typing_extensions import override
 
+from .base import ArtifactCallback
 from ..core import atomic_write_json
 from ..data.check import class_distribution_table
 
@@ -23,20 +23,22 @@ __all__ = ['DatasetStatisticsCallback']
 def _plain_dict(d) -> dict:
     return {str(s): {str(c): int(n) for c, n in counts.items()} for s, counts in dict(d).items()}
 
-class DatasetStatisticsCallback(Callback):
+class DatasetStatisticsCallback(ArtifactCallback):
     "At fit start print the per-split class distribution and the dataset check summary; write `dataset_report.json`."
     def __init__(self,
                  output_dir: str | os.PathLike | None = None, # folder for the file; None: `trainer.default_root_dir`
                  print_table: bool = True, # print the tables on rank zero
                  file_name: str = "dataset_report.json", # name of the JSON file
                 ):
-        self.output_dir, self.print_table, self.file_name = output_dir, print_table, file_name
+        super().__init__(output_dir=output_dir, background=False)
+        self.print_table, self.file_name = print_table, file_name
         self._warned = False
         self.report: dict | None = None  # what was written
 
+    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         "Read the datamodule's report and class distribution; print and write them (rank zero only)."
-        if trainer.sanity_checking or not trainer.is_global_zero: return
+        if not self.should_write(trainer): return
         dm = getattr(trainer, "datamodule", None)
         if dm is None or getattr(dm, "report", None) is None or not callable(getattr(dm, "class_distribution", None)):
             if not self._warned:
@@ -47,8 +49,7 @@ class DatasetStatisticsCallback(Callback):
         distribution = _plain_dict(dm.class_distribution())
         report = dict(dm.report.to_dict())
         report["class_distribution"] = distribution
-        out = Path(self.output_dir if self.output_dir is not None else trainer.default_root_dir)
-        atomic_write_json(out / self.file_name, report)
+        atomic_write_json(self.resolve_output_dir(trainer) / self.file_name, report)
         self.report = report
         if self.print_table:  # the check's summary holds the per-split class table; print it alone otherwise
             if callable(getattr(dm.report, "print_summary", None)): dm.report.print_summary(console=Console())

@@ -11,6 +11,7 @@ import torch
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
+from typing_extensions import override
 
 from ..core import ConfigError
 
@@ -62,22 +63,26 @@ class EMACallback(WeightAveraging):
         else:  # integer buffers such as BatchNorm's num_batches_tracked: follow the model
             torch._foreach_copy_(ema_tensors, current_tensors)
 
+    @override
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
         "Update after every `update_every_n_steps`-th optimizer step, never at epoch ends."
         return step_idx is not None and step_idx % self.update_every_n_steps == 0
 
+    @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         "Create the average when fit starts; outside fit there is none, and the module's weights are used."
         self._train_ended = False
         if stage == "fit": super().setup(trainer, pl_module, stage)
         else: self._average_model = None
 
+    @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         "Put the EMA weights into the module; the average keeps the raw ones, so later checkpoints still hold both."
         if self._average_model is None: return
         self._swap_models(pl_module)
         self._train_ended = True
 
+    @override
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
         "During fit: EMA weights as `state_dict`, raw ones as `current_model_state`, the count in `averaging_state`."
         if self._average_model is None: return
@@ -85,6 +90,7 @@ class EMACallback(WeightAveraging):
         if self._train_ended:  # the module holds the EMA and the average the raw weights: name them right
             checkpoint["state_dict"], checkpoint["current_model_state"] = checkpoint["current_model_state"], checkpoint["state_dict"]
 
+    @override
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
         "On resume restore raw weights, EMA and count; outside fit keep the loaded `state_dict` (the EMA)."
         if trainer.state.fn == TrainerFn.FITTING and self._average_model is not None:

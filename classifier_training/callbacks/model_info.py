@@ -8,28 +8,22 @@ from __future__ import annotations
 import copy
 import itertools
 import os
-from pathlib import Path
 
 import torch
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from rich.console import Console
 from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode
+from typing_extensions import override
 
-from ..core import PreprocessingConfig, atomic_write_json, write_labels_mapping
+from .base import ArtifactCallback, class_names_of, preprocessing_of
+from ..core import atomic_write_json, error_summary, write_labels_mapping
 
 # %% auto #0
 __all__ = ['count_flops', 'describe_model', 'model_info_table', 'ModelInfoCallback']
 
 # %% ../../nbs/21_callbacks.model_info.ipynb #06243954
-def _preprocessing_of(module, fallback=None) -> PreprocessingConfig | None:
-    pre = getattr(module, "preprocessing", None)
-    if pre is None: pre = getattr(fallback, "preprocessing", None)
-    if isinstance(pre, dict): pre = PreprocessingConfig.from_dict(pre)
-    return pre
-
 def _meta_copy(module: torch.nn.Module) -> torch.nn.Module:
     "A copy of `module` whose parameters and buffers live on the meta device (no memory, no data), without hooks."
     memo = {}
@@ -66,7 +60,7 @@ def describe_model(module: torch.nn.Module, # the LightningModule (an ImageClass
     trainable = sum(p.numel() for p in params if p.requires_grad)
     param_bytes = sum(p.numel() * p.element_size() for p in params)
     buffer_bytes = sum(b.numel() * b.element_size() for b in buffers)
-    pre = _preprocessing_of(module)
+    pre = preprocessing_of(module)
     size = image_size or (pre.image_size if pre is not None else None)
     names = class_names if class_names is not None else getattr(module, "class_names", None)
     hparams = getattr(module, "hparams", {}) or {}
@@ -109,27 +103,29 @@ def model_info_table(info: dict, # output of describe_model
     for k, v in rows: table.add_row(k, v)
     return table
 
-class ModelInfoCallback(Callback):
+class ModelInfoCallback(ArtifactCallback):
     "At fit start print the model's size, FLOPs and preprocessing; write `model_info.json` and `labels_mapping.json`."
     def __init__(self,
                  output_dir: str | os.PathLike | None = None, # folder for the files; None: `trainer.default_root_dir`
                  print_table: bool = True, # print the rich table on rank zero
                 ):
-        self.output_dir, self.print_table = output_dir, print_table
+        super().__init__(output_dir=output_dir, background=False)
+        self.print_table = print_table
         self.info: dict | None = None  # the last description written
 
+    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         "Describe the model and write the two files (rank zero only)."
-        if trainer.sanity_checking or not trainer.is_global_zero: return
+        if not self.should_write(trainer): return
         dm = getattr(trainer, "datamodule", None)
-        names = getattr(pl_module, "class_names", None) or getattr(dm, "class_names", None)
-        pre = _preprocessing_of(pl_module, dm)
+        names, pre = class_names_of(pl_module, dm), preprocessing_of(pl_module, dm)
         try: info = describe_model(pl_module, image_size=pre.image_size if pre else None, class_names=names)
         except Exception as e:  # an exotic forward must not stop training: record what we have
-            rank_zero_warn(f"ModelInfoCallback could not count FLOPs ({type(e).__name__}: {e}); model_info.json has flops=null")
+            rank_zero_warn(f"ModelInfoCallback could not count FLOPs ({type(e).__name__}: "
+                           f"{error_summary(e)}); model_info.json has flops=null")
             info = describe_model(pl_module, class_names=names, count_flops_=False)
         if info["preprocessing"] is None and pre is not None: info["preprocessing"] = pre.to_dict()
-        out = Path(self.output_dir if self.output_dir is not None else trainer.default_root_dir)
+        out = self.resolve_output_dir(trainer)
         atomic_write_json(out / "model_info.json", info)
         if names is not None: write_labels_mapping(out / "labels_mapping.json", list(names), pre)
         else: rank_zero_warn("ModelInfoCallback: no class names on the module or datamodule; labels_mapping.json not written")

@@ -9,9 +9,11 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from typing_extensions import override
 
+from .base import ArtifactCallback
 from ..core import ConfigError
 from ..export import ExportResult, export_onnx
 
@@ -19,7 +21,7 @@ from ..export import ExportResult, export_onnx
 __all__ = ['ONNXExportCallback']
 
 # %% ../../nbs/32_callbacks.onnx_export.ipynb #f9a9e11f
-class ONNXExportCallback(Callback):
+class ONNXExportCallback(ArtifactCallback):
     "Export the best (or last) checkpoint to a verified `model.onnx` at the end of fit, on rank zero."
     def __init__(self,
                  weights: str = "ema", # 'ema' or 'raw' weights of the checkpoint
@@ -36,8 +38,9 @@ class ONNXExportCallback(Callback):
         if weights not in ("ema", "raw"): raise ConfigError(f"ONNXExportCallback weights={weights!r}: use 'ema' or 'raw'")
         if checkpoint not in ("best", "last"): raise ConfigError(f"ONNXExportCallback checkpoint={checkpoint!r}: use 'best' or 'last'")
         if int(num_verify_images) < 1: raise ConfigError(f"ONNXExportCallback num_verify_images={num_verify_images}: use at least 1")
+        super().__init__(output_dir=output_dir, background=False)
         self.weights, self.checkpoint, self.with_preprocessing = weights, checkpoint, bool(with_preprocessing)
-        self.num_verify_images, self.output_dir, self.layout = int(num_verify_images), output_dir, layout
+        self.num_verify_images, self.layout = int(num_verify_images), layout
         self.batch_sizes, self.atol, self.opset, self.latency_repeats = tuple(batch_sizes), float(atol), int(opset), int(latency_repeats)
         self.result: ExportResult | None = None
 
@@ -60,8 +63,9 @@ class ONNXExportCallback(Callback):
         step = max(1, len(paths) // self.num_verify_images)  # spread over the (class-sorted) split
         return [str(p) for p in paths[::step][: self.num_verify_images]]
 
+    @override
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero: return
+        if not self.should_write(trainer): return
         ckpt = self._checkpoint_path(trainer)
         if ckpt is None:
             if self.weights == "raw":
@@ -69,7 +73,7 @@ class ONNXExportCallback(Callback):
                                "(add a ModelCheckpoint, or use weights='ema' to export the module as it ends the fit)")
                 return
             rank_zero_warn(f"ONNXExportCallback: no {self.checkpoint} checkpoint file; exporting the module as it ends the fit")
-        out_dir = Path(self.output_dir if self.output_dir is not None else trainer.default_root_dir)
+        out_dir = self.resolve_output_dir(trainer)
         self.result = export_onnx(ckpt if ckpt is not None else pl_module, out_dir,
                                   weights=self.weights if ckpt is not None else "ema",
                                   with_preprocessing=self.with_preprocessing, layout=self.layout,

@@ -5,7 +5,6 @@
 # %% ../../nbs/26_callbacks.sample_visualization.ipynb #b8628df0
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib.util
 import math
@@ -17,11 +16,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
+from typing_extensions import override
 
-from .confusion_matrix import _Background, _class_names, _resolve_output_dir
+from .base import ArtifactCallback, class_names_of, preprocessing_of
 from ..core import ClassifierTrainingError, PreprocessingConfig, atomic_writer
 from ..data.transforms import denormalize
 
@@ -114,12 +114,7 @@ def _split_dataset(trainer: Trainer, stage: str):
         dataset = getattr(loaders, "dataset", None)
     return dataset
 
-def _preprocessing(trainer: Trainer, pl_module: LightningModule) -> PreprocessingConfig | None:
-    "The model's preprocessing, else the datamodule's, else None."
-    pre = getattr(pl_module, "preprocessing", None) or getattr(getattr(trainer, "datamodule", None), "preprocessing", None)
-    return PreprocessingConfig.from_dict(pre) if isinstance(pre, Mapping) else pre
-
-class SampleVisualizationCallback(Callback):
+class SampleVisualizationCallback(ArtifactCallback):
     "Grids of sample predictions and of the most confident mistakes, per validation epoch and on the test set."
     def __init__(self,
                  num_samples: int = 16, # images in the sample-predictions grid (0: no grid)
@@ -127,14 +122,14 @@ class SampleVisualizationCallback(Callback):
                  output_dir: str | os.PathLike | None = None, # folder for the files; None -> trainer.default_root_dir
                  per_epoch: bool = True, # write the grids under epochs/epoch_NNN/ after each validation epoch
                  cell_size: int = 128, # side of each image in the grids, in pixels
-                 background: bool = True, # draw and save the PNGs on the shared plotting thread
+                 background: bool = True, # draw and save the PNGs on the shared writer thread
                 ):
         if num_samples < 0 or num_top_losses < 0:
             raise ClassifierTrainingError(f"SampleVisualizationCallback: num_samples={num_samples} and "
                                           f"num_top_losses={num_top_losses} must be >= 0")
+        super().__init__(output_dir=output_dir, background=background)
         self.num_samples, self.num_top_losses = int(num_samples), int(num_top_losses)
-        self.output_dir, self.per_epoch, self.cell_size = output_dir, per_epoch, int(cell_size)
-        self._background = _Background(background)
+        self.per_epoch, self.cell_size = per_epoch, int(cell_size)
         self._samples: dict[str, dict] = {}
         self._top: dict[str, dict] = {}
         self.top_losses: dict[str, list[dict]] = {}  # latest per stage: loss, index, target, pred, conf
@@ -220,7 +215,7 @@ class SampleVisualizationCallback(Callback):
                    (("targets", "target", torch.long), ("preds", "pred", torch.long), ("conf", "conf", torch.float32),
                     ("indices", "index", torch.long))}}
 
-    # -- drawing (on the plotting thread: only snapshots and the split's dataset are passed in) ------
+    # -- drawing (on the writer thread: only snapshots and the split's dataset are passed in) ----
     def _caption(self, names: list[str] | None, i: int) -> str:
         return names[i] if names and 0 <= i < len(names) else str(i)
 
@@ -271,14 +266,15 @@ class SampleVisualizationCallback(Callback):
     def _finish(self, stage: str, trainer: Trainer, pl_module: LightningModule, folder: Path, title: str):
         entries = self._gather_top(stage, pl_module) if self.num_top_losses else []  # every rank: a collective
         self.top_losses[stage] = entries
-        if not trainer.is_global_zero: return
+        if not self.should_write(trainer): return
         dataset = _split_dataset(trainer, stage) if entries else None
         if entries and (dataset is None or min(e["index"] for e in entries) < 0):
             rank_zero_warn(f"SampleVisualizationCallback: cannot read the {stage} top-loss images back (no dataset on "
                            "the datamodule or dataloader, or batches without 'indices'); top_losses.png is not written")
             dataset = None
-        self._background.submit(self._draw, self._select_samples(self._samples[stage]), entries, dataset,
-                                _class_names(trainer, pl_module), _preprocessing(trainer, pl_module), folder, title)
+        dm = getattr(trainer, "datamodule", None)
+        self.submit(self._draw, self._select_samples(self._samples[stage]), entries, dataset,
+                    class_names_of(pl_module, dm), preprocessing_of(pl_module, dm), folder, title)
         self._samples[stage] = {"by_class": {}, "spare": [], "seen": 0}
 
     # -- hooks ------------------------------------------------------------------------------------
@@ -286,29 +282,31 @@ class SampleVisualizationCallback(Callback):
         "Per-epoch grids: while fitting, after the sanity check (a stand-alone trainer.validate() draws nothing)."
         return self.per_epoch and not trainer.sanity_checking and trainer.state.fn == TrainerFn.FITTING
 
+    @override
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule):
         self._start("val", pl_module)
 
-    def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int, dataloader_idx: int = 0):
+    @override
+    def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch,
+                                batch_idx: int, dataloader_idx: int = 0):
         if self._per_epoch_active(trainer) and dataloader_idx == 0: self._update("val", outputs, batch)
 
+    @override
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule):
         if not self._per_epoch_active(trainer): return
         epoch = trainer.current_epoch
-        folder = _resolve_output_dir(trainer, self.output_dir) / "epochs" / f"epoch_{epoch:03d}"
+        folder = self.resolve_output_dir(trainer) / "epochs" / f"epoch_{epoch:03d}"
         self._finish("val", trainer, pl_module, folder, f"val, epoch {epoch}")
 
+    @override
     def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule):
         self._start("test", pl_module)
 
-    def on_test_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int, dataloader_idx: int = 0):
+    @override
+    def on_test_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch,
+                          batch_idx: int, dataloader_idx: int = 0):
         if dataloader_idx == 0: self._update("test", outputs, batch)
 
+    @override
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule):
-        self._finish("test", trainer, pl_module, _resolve_output_dir(trainer, self.output_dir), "test")
-
-    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str):
-        self._background.flush()
-
-    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException):
-        with contextlib.suppress(Exception): self._background.flush()
+        self._finish("test", trainer, pl_module, self.resolve_output_dir(trainer), "test")

@@ -12,10 +12,11 @@ from typing import Any
 
 import torch
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import Callback
 from rich.console import Console
 from rich.table import Table
+from typing_extensions import override
 
+from .base import ArtifactCallback
 from ..core import atomic_write_json
 
 # %% auto #0
@@ -46,14 +47,15 @@ def sampler_distribution_table(entry: dict, # output of sampler_epoch_entry
         table.add_row(c, f"{100 * t:.1f}%", str(n), f"{100 * s:.1f}%", f"{100 * (s - t):+.1f}")
     return table
 
-class SamplerDistributionCallback(Callback):
+class SamplerDistributionCallback(ArtifactCallback):
     "Count the classes drawn each training epoch, compare with the sampler's target; table + `sampler_distribution.json`."
     def __init__(self,
                  output_dir: str | os.PathLike | None = None, # folder for the file; None: `trainer.default_root_dir`
                  print_table: bool = True, # print a table each epoch on rank zero
                  file_name: str = "sampler_distribution.json", # name of the JSON file
                 ):
-        self.output_dir, self.print_table, self.file_name = output_dir, print_table, file_name
+        super().__init__(output_dir=output_dir, background=False)
+        self.print_table, self.file_name = print_table, file_name
         self.history: list[dict] = []  # one entry per epoch (restored on resume)
         self._counts: torch.Tensor | None = None  # this epoch's counts on this process
 
@@ -63,8 +65,9 @@ class SamplerDistributionCallback(Callback):
         return {str(c): float(p) for c, p in dm.sampler_target_distribution().items()}
 
     def _path(self, trainer) -> Path:
-        return Path(self.output_dir if self.output_dir is not None else trainer.default_root_dir) / self.file_name
+        return self.resolve_output_dir(trainer) / self.file_name
 
+    @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         "On resume, take back from the JSON file the epochs finished before the checkpoint but missing from it."
         if trainer.current_epoch == 0 or not trainer.is_global_zero or not self._path(trainer).is_file(): return
@@ -75,17 +78,21 @@ class SamplerDistributionCallback(Callback):
                  and e["epoch"] < trainer.current_epoch and e["epoch"] not in known]
         self.history = sorted(self.history + extra, key=lambda e: e["epoch"])
 
+    @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         "Start counting when the datamodule uses a weighted sampler."
         target = self._target(trainer)
         self._counts = None if target is None else torch.zeros(len(target), dtype=torch.long, device=pl_module.device)
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    @override
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
         "Add this batch's labels to the epoch's counts (on the device, no synchronisation)."
         if self._counts is None: return
         labels = batch["labels"].to(self._counts.device)
         self._counts += torch.bincount(labels, minlength=self._counts.numel())[: self._counts.numel()]
 
+    @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         "Sum the counts over processes; record, print and write the epoch on rank zero."
         if self._counts is None: return
@@ -96,14 +103,16 @@ class SamplerDistributionCallback(Callback):
         names = list(getattr(dm, "class_names", None) or target)
         entry = sampler_epoch_entry(trainer.current_epoch, counts.cpu().tolist(), names, target)
         self.history = [e for e in self.history if e["epoch"] != entry["epoch"]] + [entry]
-        if not trainer.is_global_zero: return
+        if not self.should_write(trainer): return
         atomic_write_json(self._path(trainer), self.history)
         if self.print_table: Console().print(sampler_distribution_table(entry))
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         "The series so far, so that a resumed run appends to it."
         return {"history": self.history}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         "Restore the series."
         self.history = list(state_dict.get("history", []))

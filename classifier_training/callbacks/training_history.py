@@ -5,18 +5,17 @@
 # %% ../../nbs/25_callbacks.training_history.ipynb #da8a048b
 from __future__ import annotations
 
-import contextlib
 import csv
-import functools
 import io
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
+from typing_extensions import override
 
-from .confusion_matrix import _Background, _new_figure, _resolve_output_dir, _save_figure
+from .base import ArtifactCallback, new_figure, save_figure
 from ..core import atomic_write_text
 
 # %% auto #0
@@ -48,7 +47,7 @@ def plot_history(rows: Sequence[Mapping], # one dict per epoch, with an "epoch" 
     "A small line plot of some history columns against the epoch; None when no column has a value."
     series = {k: [(r["epoch"], r[k]) for r in rows if r.get(k) is not None] for k in keys}
     if not any(series.values()): return None
-    fig = _new_figure(5.0, 3.2, dpi)
+    fig = new_figure(5.0, 3.2, dpi)
     ax = fig.subplots()
     for key, points in series.items():
         if points: ax.plot(*zip(*points), marker="o", markersize=3, label=key)
@@ -63,17 +62,17 @@ def plot_history(rows: Sequence[Mapping], # one dict per epoch, with an "epoch" 
     return fig
 
 # %% ../../nbs/25_callbacks.training_history.ipynb #973ee2ba
-class TrainingHistoryCallback(Callback):
+class TrainingHistoryCallback(ArtifactCallback):
     "Per-epoch metrics and learning rate as `training_history.csv` and PNG curves, current at every epoch end."
     def __init__(self,
                  output_dir: str | os.PathLike | None = None, # folder for the files; None -> trainer.default_root_dir
                  metrics: Sequence[str] = HISTORY_METRICS, # logged keys to record, one column each
                  plots: Mapping[str, Sequence[str]] | None = None, # file stem -> columns drawn; None -> HISTORY_PLOTS
                  dpi: int = 100, # resolution of the PNG files
-                 background: bool = True, # draw and save the PNGs on the shared plotting thread
+                 background: bool = True, # draw and save the PNGs on the shared writer thread
                 ):
-        self.output_dir, self.metrics, self.dpi = output_dir, tuple(metrics), dpi
-        self._background = _Background(background)
+        super().__init__(output_dir=output_dir, background=background)
+        self.metrics, self.dpi = tuple(metrics), dpi
         self.plots = {k: tuple(v) for k, v in (HISTORY_PLOTS if plots is None else plots).items()}
         self.rows: list[dict] = []
 
@@ -93,43 +92,47 @@ class TrainingHistoryCallback(Callback):
         logged = trainer.callback_metrics
         return {k: _as_float(logged[k]) for k in keys if k in logged}
 
+    @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule):
         self.rows = [r for r in self.rows if r["epoch"] < trainer.current_epoch]  # resume: recompute from here
 
+    @override
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule):
-        if trainer.optimizers: self._row(trainer.current_epoch)["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
+        if trainer.optimizers:
+            lr = trainer.optimizers[0].param_groups[0]["lr"]
+            self._row(trainer.current_epoch)["lr"] = float(lr)
 
+    @override
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule):
         if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING: return
         row = self._row(trainer.current_epoch)
         row.update(self._read(trainer, [k for k in self.metrics if k.startswith("val/")]))
 
+    @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule):
         row = self._row(trainer.current_epoch)
         row.update(self._read(trainer, [k for k in self.metrics if not k.startswith("val/")]))
         row["step"] = trainer.global_step
-        if trainer.is_global_zero: self.write(_resolve_output_dir(trainer, self.output_dir))
+        if self.should_write(trainer): self.write(self.resolve_output_dir(trainer))
 
-    def write(self, output_dir: str | os.PathLike, # the run folder
+    def write(self,
+              output_dir: str | os.PathLike, # the run folder
              ) -> Path:
-        "Write `training_history.csv` now and queue the PNG curves for the plotting thread; returns the CSV path."
+        "Write `training_history.csv` now and queue the PNG curves; return the CSV's path."
         output_dir = Path(output_dir)
-        rows = [dict(r) for r in self.rows]  # a snapshot: the plotting thread must not see later edits
-        self._background.submit(self._save_plots, rows, output_dir / "training_history")  # one job per epoch
+        rows = [dict(r) for r in self.rows]  # a snapshot: the writer thread must not see later rows
+        self.submit(self._save_plots, rows, output_dir / "training_history")  # one job per epoch
         return atomic_write_text(output_dir / "training_history.csv", history_to_csv(rows, self.columns))
 
     def _save_plots(self, rows: list[dict], folder: Path):
         for name, keys in self.plots.items():
-            _save_figure(functools.partial(plot_history, rows, keys, title=name, dpi=self.dpi), folder / f"{name}.png", self.dpi)
+            fig = plot_history(rows, keys, title=name, dpi=self.dpi)
+            if fig is not None: save_figure(fig, folder / f"{name}.png", self.dpi)
 
-    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str):
-        self._background.flush()
-
-    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException):
-        with contextlib.suppress(Exception): self._background.flush()
-
+    @override
     def state_dict(self) -> dict:
         return {"rows": [dict(r) for r in self.rows]}
 
+    @override
     def load_state_dict(self, state_dict: dict):
         self.rows = [dict(r) for r in state_dict.get("rows", [])]
