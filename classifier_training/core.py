@@ -260,10 +260,10 @@ def _wide_to_l(im: Image.Image) -> Image.Image:
     a = np.asarray(im).astype(np.float64)
     lo, hi = (float(np.nanmin(a)), float(np.nanmax(a))) if a.size and not np.isnan(a).all() else (0.0, 0.0)
     if im.mode == "F":
-        if not np.isfinite(a).all() or lo < -1e-6 or hi > 1 + 1e-6:
-            raise _PixelValueError(f"float (32-bit) pixel values run from {lo:g} to {hi:g} (NaN or infinite values: "
-                                   f"{int((~np.isfinite(a)).sum())}); float images are read as 0 = black to 1 = white: "
-                                   "rescale the image to 0..1, or save it as 8- or 16-bit")
+        if (bad := int((~np.isfinite(a)).sum())) or lo < -1e-6 or hi > 1 + 1e-6:
+            extra = f", with {bad} NaN or infinite value(s)" if bad else ""
+            raise _PixelValueError(f"float (32-bit) pixel values run from {lo:g} to {hi:g}{extra}; float images are "
+                                   "read as 0 = black to 1 = white: rescale the image to 0..1, or save it as 8- or 16-bit")
         a = a * 255.0
     else:  # I;16, I;16B, I;16L and I (Pillow's mode for 16-bit PGM and 32-bit integer TIFF): 16-bit data
         if lo < 0 or hi > 65535:
