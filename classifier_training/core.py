@@ -240,7 +240,10 @@ def read_image_bytes(path: str | os.PathLike, # image file; links are followed
                                  "can block forever, a device can be endless); remove it or put the image file there")
         if info.st_size > limit: raise ImageReadError(path, "too_large", f"{info.st_size:,} bytes is {too_big}")
         if info.st_size == 0: raise ImageReadError(path, "empty", "the file has zero bytes; remove it or copy it again")
-        with os.fdopen(os.dup(fd), "rb") as f: data = f.read(limit + 1)
+        chunks, total, step = [], 0, max(info.st_size + 1, 1 << 16)
+        while total <= limit and (chunk := os.read(fd, min(step, limit + 1 - total))):
+            chunks.append(chunk); total += len(chunk)
+        data = b"".join(chunks)
     except OSError as e:
         raise ImageReadError(path, "unreadable", f"{e.strerror or error_summary(e)}; check the file and the disk") from None
     finally: os.close(fd)
