@@ -202,8 +202,8 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     return h.hexdigest()
 
 # %% ../nbs/00_core.ipynb #073d781e
-IMAGE_READ_REASONS = ("missing", "empty", "not_a_file", "not_an_image", "truncated", "too_large", "unsupported",
-                      "unreadable")
+IMAGE_READ_REASONS = ("missing", "empty", "not_a_file", "not_an_image", "truncated", "too_large",
+                      "unsupported", "unreadable")
 MAX_IMAGE_BYTES = 256 * 2**20  # largest image file read, in bytes (256 MiB); read at each call
 
 class ImageReadError(DatasetError):
@@ -214,41 +214,51 @@ class ImageReadError(DatasetError):
 
     def __reduce__(self): return (type(self), (self.path, self.reason, self.detail))
 
+_MISSING = "file not found; fix the path in the annotations or restore the file"
+_EMPTY = "the file has zero bytes; remove it or copy it again"
+_FOLDER = "this is a folder, not an image file"
 _FILE_KINDS = ((stat.S_ISFIFO, "named pipe (FIFO)"), (stat.S_ISCHR, "character device"),
                (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
 
+def _os_reason(e: OSError) -> str:
+    return e.strerror or error_summary(e)
+
 def read_image_bytes(path: str | os.PathLike, # image file; links are followed
                     ) -> bytes:
-    "The bytes of a regular file of at most `MAX_IMAGE_BYTES`; anything else raises `ImageReadError`."
+    "The bytes of a regular file of at most `MAX_IMAGE_BYTES`; anything else: `ImageReadError`."
     limit = int(MAX_IMAGE_BYTES)
     too_big = (f"over the limit of {limit:,} bytes ({limit / 2**20:g} MiB) per image file "
-               "(classifier_training.core.MAX_IMAGE_BYTES); shrink or re-encode the image, or remove it")
+               "(classifier_training.core.MAX_IMAGE_BYTES); shrink or re-encode the image, "
+               "or remove it")
     try:  # O_NONBLOCK: opening a named pipe must not wait for a writer that never comes
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    except FileNotFoundError:
-        raise ImageReadError(path, "missing", "file not found; fix the path in the annotations or restore the file") from None
-    except IsADirectoryError:
-        raise ImageReadError(path, "unreadable", "this is a folder, not an image file") from None
+    except FileNotFoundError: raise ImageReadError(path, "missing", _MISSING) from None
+    except IsADirectoryError: raise ImageReadError(path, "unreadable", _FOLDER) from None
     except OSError as e:
-        raise ImageReadError(path, "unreadable", f"{e.strerror or error_summary(e)}; check the file's permissions") from None
+        detail = f"{_os_reason(e)}; check the file's permissions"
+        raise ImageReadError(path, "unreadable", detail) from None
     try:
         info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode): raise ImageReadError(path, "unreadable", "this is a folder, not an image file")
+        if stat.S_ISDIR(info.st_mode): raise ImageReadError(path, "unreadable", _FOLDER)
         if not stat.S_ISREG(info.st_mode):
             kind = next((name for test, name in _FILE_KINDS if test(info.st_mode)), "special file")
-            raise ImageReadError(path, "not_a_file", f"this is a {kind}, not a regular file, so it is not read (a pipe "
-                                 "can block forever, a device can be endless); remove it or put the image file there")
-        if info.st_size > limit: raise ImageReadError(path, "too_large", f"{info.st_size:,} bytes is {too_big}")
-        if info.st_size == 0: raise ImageReadError(path, "empty", "the file has zero bytes; remove it or copy it again")
+            raise ImageReadError(path, "not_a_file", f"this is a {kind}, not a regular file, so it "
+                                 "is not read (a pipe can block forever, a device can be endless); "
+                                 "remove it or put the image file there")
+        if info.st_size > limit:
+            raise ImageReadError(path, "too_large", f"{info.st_size:,} bytes is {too_big}")
+        if info.st_size == 0: raise ImageReadError(path, "empty", _EMPTY)
         chunks, total, step = [], 0, max(info.st_size + 1, 1 << 16)
         while total <= limit and (chunk := os.read(fd, min(step, limit + 1 - total))):
             chunks.append(chunk); total += len(chunk)
         data = b"".join(chunks)
     except OSError as e:
-        raise ImageReadError(path, "unreadable", f"{e.strerror or error_summary(e)}; check the file and the disk") from None
+        detail = f"{_os_reason(e)}; check the file and the disk"
+        raise ImageReadError(path, "unreadable", detail) from None
     finally: os.close(fd)
-    if len(data) > limit: raise ImageReadError(path, "too_large", f"the file grew while it was read and is {too_big}")
-    if not data: raise ImageReadError(path, "empty", "the file has zero bytes; remove it or copy it again")
+    if len(data) > limit:
+        raise ImageReadError(path, "too_large", f"the file grew while it was read and is {too_big}")
+    if not data: raise ImageReadError(path, "empty", _EMPTY)
     return data
 
 def _alpha_on_white(im: Image.Image) -> Image.Image:
@@ -261,23 +271,26 @@ class _PixelValueError(ValueError):
 
 def _wide_to_l(im: Image.Image) -> Image.Image:
     a = np.asarray(im).astype(np.float64)
-    lo, hi = (float(np.nanmin(a)), float(np.nanmax(a))) if a.size and not np.isnan(a).all() else (0.0, 0.0)
+    finite = a[np.isfinite(a)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
     if im.mode == "F":
-        if (bad := int((~np.isfinite(a)).sum())) or lo < -1e-6 or hi > 1 + 1e-6:
+        if (bad := a.size - finite.size) or lo < -1e-6 or hi > 1 + 1e-6:
             extra = f", with {bad} NaN or infinite value(s)" if bad else ""
-            raise _PixelValueError(f"float (32-bit) pixel values run from {lo:g} to {hi:g}{extra}; float images are "
-                                   "read as 0 = black to 1 = white: rescale the image to 0..1, or save it as 8- or 16-bit")
+            raise _PixelValueError(f"float (32-bit) pixel values run from {lo:g} to {hi:g}{extra}; "
+                                   "float images are read as 0 = black to 1 = white: rescale the "
+                                   "image to 0..1, or save it as 8- or 16-bit")
         a = a * 255.0
-    else:  # I;16, I;16B, I;16L and I (Pillow's mode for 16-bit PGM and 32-bit integer TIFF): 16-bit data
+    else:  # I;16, I;16B, I;16L, and I (Pillow's mode for 16-bit PGM and 32-bit integer TIFF)
         if lo < 0 or hi > 65535:
-            raise _PixelValueError(f"{im.mode} integer pixel values run from {lo:g} to {hi:g}; integer images wider "
-                                   "than 8 bits are read as 16-bit (0..65535): save the image as 8- or 16-bit")
+            raise _PixelValueError(f"{im.mode} integer pixel values run from {lo:g} to {hi:g}; "
+                                   "integer images wider than 8 bits are read as 16-bit "
+                                   "(0..65535): save the image as 8- or 16-bit")
         a = a / 257.0
     return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), mode="L")
 
 def to_rgb(im: Image.Image, # a loaded Pillow image of any mode
           ) -> Image.Image:
-    "Convert any Pillow mode to 8-bit RGB (alpha composited on white, 16-bit and float scaled by their type's range)."
+    "Convert any Pillow mode to 8-bit RGB (alpha on white; 16-bit and float by their type's range)."
     mode = im.mode
     if mode == "RGB": return im
     if mode == "P": return _alpha_on_white(im) if "transparency" in im.info else im.convert("RGB")
@@ -318,7 +331,7 @@ def load_image_rgb(path: str | os.PathLike, # image file
                   ) -> Image.Image:
     "Fully decode an image file into an 8-bit RGB Pillow image, EXIF orientation applied."
     if data is None: data = read_image_bytes(path)
-    if not data: raise ImageReadError(path, "empty", "the file has zero bytes; remove it or copy it again")
+    if not data: raise ImageReadError(path, "empty", _EMPTY)
     return _decode(io.BytesIO(data), path, max_pixels)
 
 

@@ -22,8 +22,8 @@ from PIL import Image
 
 from . import __version__
 from .core import (ClassifierTrainingError, ConfigError, ImageReadError, PreprocessingConfig,
-                                      atomic_write_json, atomic_writer, error_summary, is_image_path, load_image_rgb,
-                                      natural_sort_key, to_rgb)
+                                      atomic_write_json, atomic_writer, error_summary,
+                                      is_image_path, load_image_rgb, natural_sort_key, to_rgb)
 
 # %% auto #0
 __all__ = ['REQUIRED_METADATA', 'ModelFileError', 'read_model_metadata', 'resize_and_crop', 'normalize_array', 'preprocess_image',
@@ -56,7 +56,8 @@ def _open_session(model_path, providers=None, intra_op_num_threads=None) -> ort.
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=list(providers or ["CPUExecutionProvider"]))
     except Exception as e:
-        raise ModelFileError(f"{path} is not a readable ONNX model (onnxruntime: {error_summary(e, 200)}); "
+        detail = error_summary(e, 200)
+        raise ModelFileError(f"{path} is not a readable ONNX model (onnxruntime: {detail}); "
                              "give the model.onnx written by classifier-export") from None
 
 def _check_metadata(model_path, meta: dict) -> None:
@@ -71,27 +72,31 @@ def _check_metadata(model_path, meta: dict) -> None:
 
 _ORT_TYPES = {"float32": "tensor(float)", "uint8": "tensor(uint8)"}
 
-def _check_against_graph(model_path, session: ort.InferenceSession, meta: dict, class_names: list[str],
-                         image_size: int) -> None:
-    "Metadata that disagrees with the graph it describes is a ModelFileError that says what disagrees."
+def _check_against_graph(model_path, session: ort.InferenceSession, meta: dict,
+                         class_names: list[str], image_size: int) -> None:
+    "Metadata that disagrees with the graph it describes is a ModelFileError saying what disagrees."
     problems = []
     x, y = session.get_inputs()[0], session.get_outputs()[0]
     if x.type != _ORT_TYPES[meta["input_dtype"]]:
         problems.append(f"input_dtype is {meta['input_dtype']} but the graph input is {x.type}")
     shape, layout = list(x.shape), meta["input_layout"]
-    if len(shape) != 4: problems.append(f"the graph input has the shape {shape}, not a batch of images")
+    if len(shape) != 4: problems.append(f"the graph input has the shape {shape}, not images")
     else:
         (h, w), c = (shape[2:], shape[1]) if layout == "NCHW" else (shape[1:3], shape[3])
         if any(isinstance(s, int) and s != image_size for s in (h, w)):
-            problems.append(f"preprocessing.image_size is {image_size} but the graph input is {h}x{w} ({layout} {shape})")
-        if isinstance(c, int) and c != 3: problems.append(f"the graph input has {c} channels, not 3 ({layout} {shape})")
+            problems.append(f"preprocessing.image_size is {image_size} but the graph input is "
+                            f"{h}x{w} ({layout} {shape})")
+        if isinstance(c, int) and c != 3:
+            problems.append(f"the graph input has {c} channels, not 3 ({layout} {shape})")
     out = list(y.shape)
     if len(out) != 2: problems.append(f"the graph output has the shape {out}, not (batch, classes)")
     elif isinstance(out[1], int) and out[1] != len(class_names):
-        problems.append(f"class_names lists {len(class_names)} classes but the model outputs {out[1]} scores")
+        problems.append(f"class_names lists {len(class_names)} classes but the model outputs "
+                        f"{out[1]} scores")
     if problems:
-        raise ModelFileError(f"{model_path}: its metadata does not match its graph: {'; '.join(problems)}. The metadata "
-                             "was edited or the file mixed up after export; re-export the checkpoint with classifier-export")
+        raise ModelFileError(f"{model_path}: its metadata does not match its graph: "
+                             f"{'; '.join(problems)}. The metadata was edited or the file mixed up "
+                             "after export; re-export the checkpoint with classifier-export")
 
 # %% ../nbs/31_predict.ipynb #7197504e
 _RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
@@ -169,13 +174,15 @@ class OnnxClassifier:
         _check_metadata(model_path, self.metadata)
         try:
             names = json.loads(self.metadata["class_names"])
-            if not isinstance(names, list) or not names: raise ValueError(f"class_names is {names!r}, not a list of names")
+            if not isinstance(names, list) or not names:
+                raise ValueError(f"class_names is {names!r}, not a list of names")
             self.class_names = [str(n) for n in names]
             self.preprocessing = PreprocessingConfig.from_dict(json.loads(self.metadata["preprocessing"]))
         except (ValueError, TypeError, ConfigError) as e:
-            raise ModelFileError(f"{model_path}: its class_names/preprocessing metadata cannot be read "
-                                 f"({error_summary(e)}); re-export it") from None
-        _check_against_graph(model_path, self.session, self.metadata, self.class_names, self.preprocessing.image_size)
+            raise ModelFileError(f"{model_path}: its class_names/preprocessing metadata cannot be "
+                                 f"read ({error_summary(e)}); re-export it") from None
+        _check_against_graph(model_path, self.session, self.metadata, self.class_names,
+                             self.preprocessing.image_size)
         self.input_layout, self.input_dtype = self.metadata["input_layout"], self.metadata["input_dtype"]
         self.output_kind = self.metadata["output_kind"]
         self.input_name = self.session.get_inputs()[0].name
@@ -201,9 +208,10 @@ class OnnxClassifier:
                      ) -> np.ndarray:
         "Class probabilities (N, C), float64, for a preprocessed batch."
         out = self.session.run([self.output_name], {self.input_name: batch})[0]
-        if out.ndim != 2 or out.shape[1] != len(self.class_names):  # a graph whose output size is not fixed
-            raise ModelFileError(f"{self.model_path}: the model output has the shape {list(out.shape)} but class_names "
-                                 f"lists {len(self.class_names)} classes; re-export the checkpoint with classifier-export")
+        if out.ndim != 2 or out.shape[1] != len(self.class_names):  # a size the graph left open
+            raise ModelFileError(f"{self.model_path}: the model output has the shape "
+                                 f"{list(out.shape)} but class_names lists {len(self.class_names)} "
+                                 "classes; re-export the checkpoint with classifier-export")
         return _softmax(out) if self.output_kind == "logits" else out.astype(np.float64)
 
     def _top_k(self, probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -270,19 +278,30 @@ def _write_predictions(path: Path, preds: list[Prediction], skipped: list[Skippe
 
 def _check_writable(out: Path) -> None:
     "Refuse `--out` before any prediction when it is a folder or its folder cannot be written."
-    if out.is_dir(): raise ClassifierTrainingError(f"--out {out} is a folder; give a .csv or .json file name")
+    if out.is_dir(): raise ClassifierTrainingError(f"--out {out} is a folder; name a .csv or .json")
     folder = out.absolute().parent
-    while not folder.exists() and folder != folder.parent: folder = folder.parent  # atomic_writer makes the rest
+    while not folder.exists() and folder != folder.parent:  # atomic_writer makes the missing ones
+        folder = folder.parent
     try:
         fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".probe", dir=folder)
         os.close(fd); os.unlink(probe)
     except OSError as e:
+        why = e.strerror or error_summary(e)
         raise ClassifierTrainingError(f"--out {out}: cannot write into the folder '{folder}' "
-                                      f"({e.strerror or error_summary(e)}); choose a folder you can write to") from None
+                                      f"({why}); choose a folder you can write to") from None
 
 _WRITE_HINTS = {errno.ENOSPC: "free some disk space or write elsewhere",
                 errno.EROFS: "the file system is read-only: choose another folder",
-                errno.EDQUOT: "the disk quota is used up: free some space or write elsewhere"}
+                errno.EDQUOT: "the disk quota is used up: free space or write elsewhere"}
+
+def _save_predictions(out: Path, preds: list[Prediction], skipped: list[SkippedImage], top_k: int):
+    "Write `--out`; a failed write (disk full, read-only file system) is a ClassifierTrainingError."
+    try: _write_predictions(out, preds, skipped, top_k)
+    except OSError as e:
+        why, hint = e.strerror or error_summary(e), _WRITE_HINTS.get(e.errno, "check the disk")
+        raise ClassifierTrainingError(f"--out {out}: writing failed ({why}, errno {e.errno}); "
+                                      f"{hint}; the predictions printed above were not saved"
+                                      ) from None
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="classifier-predict", description="Classify images with an exported model.onnx (no torch needed).")
@@ -318,12 +337,7 @@ def main(argv: Sequence[str] | None = None, # arguments; default sys.argv[1:]
                 preds.append(r)
                 print("\t".join([r.path] + [f"{l} {v:.4f}" for l, v in zip(r.labels, r.probabilities)]))
         if args.out:
-            try: _write_predictions(Path(args.out), preds, skipped, min(args.top_k, len(clf.class_names)))
-            except OSError as e:
-                raise ClassifierTrainingError(
-                    f"--out {args.out}: writing failed ({e.strerror or error_summary(e)}, errno {e.errno}); "
-                    f"{_WRITE_HINTS.get(e.errno, 'check the disk and the folder')}; the predictions printed above "
-                    "were not saved") from None
+            _save_predictions(Path(args.out), preds, skipped, min(args.top_k, len(clf.class_names)))
     except ClassifierTrainingError as e:
         print(f"classifier-predict: error: {e}", file=sys.stderr)
         return 2

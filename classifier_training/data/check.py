@@ -17,8 +17,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..core import (ConfigError, DatasetError, ImageReadError, atomic_write_json, load_image_rgb,
-                                      read_image_bytes, sha256_bytes)
+from ..core import (ConfigError, DatasetError, ImageReadError, atomic_write_json,
+                                      load_image_rgb, read_image_bytes, sha256_bytes)
 from .datasets import SPLITS, DatasetIndex, DatasetWarning
 
 # %% auto #0

@@ -23,8 +23,8 @@ from typing import Any, Callable, Iterable
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..core import (ConfigError, DatasetError, ImageReadError, error_summary, is_image_path,
-                                      load_image_rgb, natural_sort_key, to_rgb)
+from ..core import (ConfigError, DatasetError, ImageReadError, error_summary,
+                                      is_image_path, load_image_rgb, natural_sort_key, to_rgb)
 
 # %% auto #0
 __all__ = ['SPLITS', 'FORMAT_DESCRIPTIONS', 'DatasetFormat', 'DatasetWarning', 'SampleRecord', 'DatasetIndex', 'class_sort_key',
@@ -65,7 +65,7 @@ class DatasetIndex:
     root: Path  # dataset root folder (absolute)
     format: DatasetFormat  # detected layout
     splits: dict[str, list[SampleRecord]]  # 'train', 'val', 'test' (test may be empty)
-    class_names: list[str]  # classes with at least one train image, in class_sort_key order; index = class id
+    class_names: list[str]  # classes with a train image, class_sort_key order; index = class id
     unknown_labels: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)  # split -> label -> images excluded
     split_seed: int | None = None  # seed of the split scan_dataset made (None: splits came from the dataset)
     val_fraction: float | None = None  # fraction used for a derived val split
@@ -146,7 +146,7 @@ def _is_hidden(name: str) -> bool:
 
 def class_sort_key(name: str, # a class name or file name
                   ) -> tuple:
-    "A total order: natural order ('2' before '10'), then the exact string, so no two names ever tie."
+    "A total order: natural order ('2' before '10'), then the exact string; no two names ever tie."
     return (natural_sort_key(name), name)
 
 def _list_folder(folder: str | os.PathLike) -> list[os.DirEntry]:
@@ -154,8 +154,9 @@ def _list_folder(folder: str | os.PathLike) -> list[os.DirEntry]:
     try:
         with os.scandir(folder) as it: return list(it)
     except OSError as e:
-        raise DatasetError(f"the folder '{folder}' cannot be read ({e.strerror or error_summary(e)}), so its images "
-                           "cannot be listed; give the user running training read access to it (e.g. "
+        why = e.strerror or error_summary(e)
+        raise DatasetError(f"the folder '{folder}' cannot be read ({why}), so its images cannot be "
+                           "listed; give the user running training read access to it (e.g. "
                            f"chmod -R u+rX '{folder}') or move it out of data.root") from None
 
 def _is_dir(entry: os.DirEntry) -> bool:
@@ -163,7 +164,7 @@ def _is_dir(entry: os.DirEntry) -> bool:
     except OSError: return False
 
 def _walk_files(folder: Path, visited: set[str] | None = None) -> Iterable[Path]:
-    "All files under `folder` (links followed, each real folder entered once), in `class_sort_key` order."
+    "All files under `folder` (links followed, each real folder entered once), sorted by name."
     visited = set() if visited is None else visited
     real = os.path.realpath(folder)
     if real in visited: return
@@ -226,14 +227,15 @@ def _annotation_path(root: Path, base: Path, image: Any, where: str) -> Path:
     return path
 
 def _read_text(file: Path) -> str:
-    "An annotation file's text: a regular file, UTF-8 (a BOM allowed); anything else is a DatasetError."
-    try: fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a named pipe must not block the scan
+    "An annotation file's text: a regular file in UTF-8 (BOM allowed); anything else: DatasetError."
+    try: fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a pipe must not block
     except OSError as e:
-        raise DatasetError(f"{file}: cannot be opened ({e.strerror or error_summary(e)}); check its permissions") from None
+        why = e.strerror or error_summary(e)
+        raise DatasetError(f"{file}: cannot be opened ({why}); check its permissions") from None
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise DatasetError(f"{file}: not a regular file (a pipe, device or socket), so it is not read; "
-                               "put the annotation file itself there")
+            raise DatasetError(f"{file}: not a regular file (a pipe, device or socket), so it is "
+                               "not read; put the annotation file itself there")
         data = f.read()
     bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     try: return data[bom:].decode("utf-8")
@@ -241,8 +243,9 @@ def _read_text(file: Path) -> str:
         at = bom + e.start
         line = data.count(b"\n", 0, at) + 1
         raise DatasetError(f"{file}, line {line}: the byte 0x{data[at]:02x} at byte offset {at} "
-                           f"is not valid UTF-8 ({e.reason}); annotation files must be UTF-8: save the file again as "
-                           "UTF-8 (spreadsheets: 'CSV UTF-8'; from Latin-1: iconv -f latin1 -t utf-8)") from None
+                           f"is not valid UTF-8 ({e.reason}); annotation files must be UTF-8: save "
+                           "the file again as UTF-8 (spreadsheets: 'CSV UTF-8'; from Latin-1: "
+                           "iconv -f latin1 -t utf-8)") from None
 
 def _read_jsonl(root: Path, file: Path) -> list[tuple[SampleRecord, str]]:
     "The records of a JSONL file, each with where it was read ('<file>, line <n>')."
@@ -252,43 +255,52 @@ def _read_jsonl(root: Path, file: Path) -> list[tuple[SampleRecord, str]]:
         where = f"{file}, line {n}"
         try: obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise DatasetError(f"{where}: not valid JSON ({e.msg}); each line must be an object like "
-                               '{"image": "images/a.jpg", "label": "cat"}') from None
+            raise DatasetError(f"{where}: not valid JSON ({e.msg}); each line must be an object "
+                               'like {"image": "images/a.jpg", "label": "cat"}') from None
         if not isinstance(obj, dict) or "image" not in obj or not ({"label", "suffix"} & set(obj)):
-            raise DatasetError(f"{where}: each line needs the keys 'image' and 'label' (or 'suffix'); got "
-                               f"{sorted(obj) if isinstance(obj, dict) else type(obj).__name__}")
+            got = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+            raise DatasetError(f"{where}: each line needs the keys 'image' and 'label' (or "
+                               f"'suffix'); got {got}")
         label = obj["label"] if "label" in obj else obj["suffix"]
-        if label is None or not str(label).strip(): raise DatasetError(f"{where}: empty label for image {obj['image']!r}")
-        records.append((SampleRecord(_annotation_path(root, file.parent, obj["image"], where), _label(label)), where))
+        if label is None or not str(label).strip():
+            raise DatasetError(f"{where}: empty label for image {obj['image']!r}")
+        path = _annotation_path(root, file.parent, obj["image"], where)
+        records.append((SampleRecord(path, _label(label)), where))
     return records
 
 def _read_csv(root: Path, file: Path) -> list[tuple[SampleRecord, str]]:
-    "The records of a CSV file (columns image,label), each with where it was read ('<file>, line <n>')."
+    "The records of a CSV file (columns image,label), each with where it was read."
     records = []
     reader = csv.DictReader(io.StringIO(_read_text(file), newline=""))
     columns = [c.strip() for c in (reader.fieldnames or [])]
     if not {"image", "label"} <= set(columns):
-        raise DatasetError(f"{file}: the header must name the columns 'image' and 'label'; found {columns}")
+        raise DatasetError(f"{file}: the header must name the columns 'image' and 'label'; "
+                           f"found {columns}")
     reader.fieldnames = columns
     for row in reader:
         where = f"{file}, line {reader.line_num}"
         if not any((v or "").strip() for v in row.values() if isinstance(v, str)): continue
-        if not (row.get("label") or "").strip(): raise DatasetError(f"{where}: empty label for image {row.get('image')!r}")
-        records.append((SampleRecord(_annotation_path(root, file.parent, row.get("image"), where), _label(row["label"])), where))
+        if not (row.get("label") or "").strip():
+            raise DatasetError(f"{where}: empty label for image {row.get('image')!r}")
+        path = _annotation_path(root, file.parent, row.get("image"), where)
+        records.append((SampleRecord(path, _label(row["label"])), where))
     return records
 
-def _refuse_label_conflicts(root: Path, records: list[tuple[SampleRecord, str]], limit: int = 10) -> None:
+def _refuse_label_conflicts(root: Path, records: list[tuple[SampleRecord, str]], limit: int = 10):
     "An image that the annotations give two different labels is a DatasetError naming both lines."
     first: dict[Path, tuple[str, str]] = {}
     conflicts = []
     for r, where in records:
         label, seen_at = first.setdefault(r.path, (r.label, where))
-        if label != r.label: conflicts.append(f"  {_rel(r.path, root)}: {label!r} ({seen_at}) and {r.label!r} ({where})")
+        if label != r.label:
+            image = _rel(r.path, root)
+            conflicts.append(f"  {image}: {label!r} ({seen_at}) and {r.label!r} ({where})")
     if conflicts:
-        raise DatasetError(f"data.root '{root}': {len(conflicts)} annotation line(s) give an image a second, different "
-                           "label; an image belongs to one class, so keep one label per image (fix or delete one of "
-                           "the lines):\n" + "\n".join(conflicts[:limit])
-                           + (f"\n  ... and {len(conflicts) - limit} more" if len(conflicts) > limit else ""))
+        more = f"\n  ... and {len(conflicts) - limit} more" if len(conflicts) > limit else ""
+        raise DatasetError(f"data.root '{root}': {len(conflicts)} annotation line(s) give an image "
+                           "a second, different label; an image belongs to one class, so keep one "
+                           "label per image (fix or delete one of the lines):\n"
+                           + "\n".join(conflicts[:limit]) + more)
 
 def _scan_class_folders(folder: Path) -> tuple[dict[str, list[Path]], list[Path]]:
     "Images per class subfolder (recursive), and the ignored files (stray files at the top included)."
@@ -335,22 +347,24 @@ def _refuse_case_collisions(root: Path, class_names: list[str]) -> None:
     "Class names equal up to letter case (casefold) are a DatasetError naming them."
     groups: dict[str, list[str]] = {}
     for name in class_names: groups.setdefault(name.casefold(), []).append(name)
-    clashes = [" / ".join(repr(n) for n in g) for g in groups.values() if len(g) > 1]
+    clashes = "; ".join(" / ".join(repr(n) for n in g) for g in groups.values() if len(g) > 1)
     if clashes:
-        raise DatasetError(f"data.root '{root}': class names that differ only in letter case: {'; '.join(clashes)}. "
-                           "A case-insensitive file system (macOS, Windows) would merge their folders, and labels that "
-                           "differ by case alone are easily mixed up; give each class one spelling: rename the folders "
-                           "or labels (merge them when they are the same class)")
+        raise DatasetError(f"data.root '{root}': class names that differ only in letter case: "
+                           f"{clashes}. A case-insensitive file system (macOS, Windows) would "
+                           "merge their folders, and labels that differ by case alone are easily "
+                           "mixed up; give each class one spelling: rename the folders or labels "
+                           "(merge them when they are the same class)")
 
-def _refuse_loose_train_images(folder: Path, per_class: dict[str, list[Path]], other: list[Path]) -> None:
-    "A train/ folder with images directly inside and no class folder is most likely a class named 'train'."
+def _refuse_loose_train_images(folder: Path, per_class: dict[str, list[Path]], other: list[Path]):
+    "A train/ folder with images directly inside and no class folder: most likely a class 'train'."
     loose, _ = _split_images(other)
     if loose and not any(per_class.values()):
-        raise DatasetError(f"'{folder}' holds {len(loose)} image(s) directly but no class folder with images. A folder "
-                           f"named {folder.name!r} is taken for the train split (the folder names {_SPLIT_NAMES} are "
-                           f"reserved for splits), which needs {folder.name}/<class>/*.jpg; if {folder.name!r} is one of "
-                           f"your classes (class folders without splits), rename that folder, e.g. to "
-                           f"'{folder.name}_class'")
+        name = folder.name
+        raise DatasetError(f"'{folder}' holds {len(loose)} image(s) directly but no class folder "
+                           f"with images. A folder named {name!r} is taken for the train split "
+                           f"(the folder names {_SPLIT_NAMES} are reserved for splits), which "
+                           f"needs {name}/<class>/*.jpg; if {name!r} is one of your classes (class "
+                           f"folders without splits), rename that folder, e.g. to '{name}_class'")
 
 def scan_dataset(root: str | os.PathLike, # dataset root (data.root)
                  val_fraction: float = 0.1, # share of each class for val when the dataset has no val split
@@ -367,7 +381,7 @@ def scan_dataset(root: str | os.PathLike, # dataset root (data.root)
     ignored: list[Path] = []
     sources: dict[str, list[str]] = {}
     train_folder_classes: list[str] = []
-    annotated: list[tuple[SampleRecord, str]] = []  # annotation records with the line that gave each
+    annotated: list[tuple[SampleRecord, str]] = []  # annotation records, each with its line
     _list_folder(root)  # an unreadable data.root is named as such, not taken for an empty one
     if _find_split(root, "train", ".csv"):
         fmt = DatasetFormat.csv
@@ -395,10 +409,11 @@ def scan_dataset(root: str | os.PathLike, # dataset root (data.root)
             raw[split] = [SampleRecord(p, label) for label, paths in per_class.items() for p in paths]
             ignored += other; sources[split] = [_rel(folder, root) + "/"]
     elif found := [p.name for s in ("val", "test") if (p := _find_split(root, s))]:
-        raise DatasetError(f"data.root '{root}' has no train/ folder; {_EXPECTED}. It has {', '.join(found)}/, taken for "
-                           f"a split because the folder names {_SPLIT_NAMES} are reserved for splits; if "
-                           f"{found[0]!r} is one of your classes (class folders without splits), rename that folder, "
-                           f"e.g. to '{found[0]}_class'")
+        raise DatasetError(f"data.root '{root}' has no train/ folder; {_EXPECTED}. It has "
+                           f"{', '.join(found)}/, taken for a split because the folder names "
+                           f"{_SPLIT_NAMES} are reserved for splits; if {found[0]!r} is one of "
+                           "your classes (class folders without splits), rename that folder, e.g. "
+                           f"to '{found[0]}_class'")
     else:
         per_class, other = _scan_class_folders(root)
         if not any(per_class.values()):
