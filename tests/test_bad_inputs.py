@@ -394,10 +394,11 @@ def test_leakage_across_splits_names_both_files(data):
     assert group["sha256"] == sha256_file(src)
 
 
+
 # ---------------------------------------------------------------- wide and float images
 def test_float32_tiff_with_values_0_to_1(data):
-    """A float32 TIFF holding 0..1 (real sample pixels / 255) used to be read as 8-bit: an almost black image (0 or 1).
-    Now float images are read as 0 = black .. 1 = white and give the 8-bit pixels back."""
+    """A float32 TIFF holding 0..1 (real sample pixels / 255) used to be read as 8-bit: an almost
+    black image (0 or 1). Float images are now read as 0 = black .. 1 = white: the 8-bit pixels."""
     gray = sample_gray(data)
     path = _add(data, "float01.tif", Image.fromarray(gray.astype(np.float32) / 255))
     assert Image.open(path).mode == "F"
@@ -414,11 +415,12 @@ def test_16_bit_tiff(data):
 
 
 def test_float_image_outside_0_to_1_is_refused_by_name(data):
-    "0..255 stored as float: the decoder does not guess (a min..max stretch would brighten dark images); it says why."
+    "0..255 stored as float: not guessed (a min..max stretch brightens dark images) but refused."
     gray = sample_gray(data)
     _add(data, "float255.tif", Image.fromarray(gray.astype(np.float32)))
     assert_policy_behaviour(data, "float255.tif", "unsupported")
-    with pytest.raises(ImageReadError, match=f"float255.tif: unsupported: float .32-bit. pixel values run from 0 to {gray.max()}"):
+    expected = f"float255.tif: unsupported: float .32-bit. pixel values run from 0 to {gray.max()}"
+    with pytest.raises(ImageReadError, match=expected):
         load_image_rgb(data / "train" / "Bag" / "float255.tif")
 
 
@@ -434,13 +436,15 @@ else: print(json.dumps({"bad_files": report.to_dict()["bad_files"]}))"""
 
 
 def check_in_subprocess(root: Path, seconds: int = 120, memory_gib: int = 6) -> dict:
-    """Scan + check in a fresh interpreter that is killed after `seconds` and may map at most `memory_gib` GiB: a hang
-    (a read that blocks) or a runaway read (an endless file) fails the test instead of hanging CI or eating the host."""
+    """Scan + check in a fresh interpreter that is killed after `seconds` and may map at most
+    `memory_gib` GiB: a read that blocks or never ends fails the test instead of hanging CI or
+    exhausting the host's memory."""
     def limit(): resource.setrlimit(resource.RLIMIT_AS, (memory_gib << 30, memory_gib << 30))
     try:
-        r = subprocess.run([sys.executable, "-c", CHECK, str(root)], capture_output=True, text=True, timeout=seconds,
-                           preexec_fn=limit)
-    except subprocess.TimeoutExpired: pytest.fail(f"the dataset scan and check did not finish in {seconds} s (hang)")
+        r = subprocess.run([sys.executable, "-c", CHECK, str(root)], capture_output=True, text=True,
+                           timeout=seconds, preexec_fn=limit)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the dataset scan and check did not finish in {seconds} s (hang)")
     assert r.returncode == 0, r.stderr[-2000:]
     return json.loads(r.stdout)
 
@@ -452,7 +456,8 @@ def test_named_pipe_called_png_is_reported_not_read(data):
         result = check_in_subprocess(data)
     [bad] = result["bad_files"]
     assert (bad["path"], bad["reason"]) == ("train/Bag/pipe.png", "not_a_file")
-    assert "named pipe (FIFO), not a regular file" in bad["message"] and str(data / "train/Bag/pipe.png") in bad["message"]
+    assert "named pipe (FIFO), not a regular file" in bad["message"]
+    assert str(data / "train/Bag/pipe.png") in bad["message"]
 
 
 def test_link_to_dev_zero_is_reported_not_read(data):
@@ -466,6 +471,7 @@ def test_link_to_dev_zero_is_reported_not_read(data):
 
 
 def test_annotation_file_that_is_a_pipe_is_refused(tmp_path):
+    "Before: the scan opened the pipe and waited forever."
     root = write_sample_subset(tmp_path / "data", per_class=2, format="jsonl", classes=CLASSES)
     os.mkfifo(root / "train" / "more.jsonl")
     with untouched(root):
@@ -482,11 +488,11 @@ def test_image_over_the_byte_limit_is_reported(data, monkeypatch):
         load_image_rgb(big)
 
 
-# ---------------------------------------------------------------- folders that cannot be read, images that vanish
+# ---------------------------------------------------------------- unreadable folders, lost images
 def test_unreadable_class_folder_is_named_not_taken_for_a_missing_class(data, monkeypatch):
-    """Before: a train class folder that cannot be listed silently lost its class (and val's images of it were
-    "unknown to train"). chmod 000 does this for a normal user; as root chmod has no effect, so os.scandir is made
-    to raise the PermissionError a normal user gets."""
+    """Before: a train class folder that cannot be listed silently lost its class (and val's images
+    of it became "unknown to train"). chmod 000 does this for a normal user; as root chmod has no
+    effect, so os.scandir is made to raise the PermissionError a normal user gets."""
     folder = data / "train" / "Coat"
     folder.chmod(0)
     try:
@@ -504,7 +510,7 @@ def test_unreadable_class_folder_is_named_not_taken_for_a_missing_class(data, mo
 
 
 def test_image_that_disappears_after_the_check_is_one_line(data):
-    "Deleted between the dataset check and the epoch that loads it: one line naming the file (num_workers=0)."
+    "Deleted between the check and the epoch that loads it: one line naming it (num_workers=0)."
     from classifier_training.test_utils import tiny_datamodule
     dm = tiny_datamodule(data, check_workers=0, num_workers=0, batch_size=32, check_policy="skip")
     dm.setup()
@@ -512,11 +518,12 @@ def test_image_that_disappears_after_the_check_is_one_line(data):
     gone.unlink()
     with pytest.raises(ImageReadError) as e:
         next(iter(dm.train_dataloader()))
-    assert str(e.value) == f"{gone}: missing: file not found; fix the path in the annotations or restore the file"
+    assert str(e.value) == (f"{gone}: missing: file not found; fix the path in the annotations or "
+                            "restore the file")
     assert e.value.reason == "missing"
 
 
-# ---------------------------------------------------------------- refused datasets are left as they were
+# ---------------------------------------------------------------- refused datasets stay untouched
 def _cats(tmp_path):
     root = write_sample_subset(tmp_path / "data", per_class=2, classes=CLASSES)
     for split in ("train", "val", "test"):
@@ -548,14 +555,16 @@ def _two_labels(tmp_path):
     first = json.loads(ann.read_text().splitlines()[0])
     with open(ann, "a") as f: f.write(json.dumps({**first, "label": "Coat"}) + "\n")
     n = len(ann.read_text().splitlines())
-    return root, [f"'Bag' ({ann}, line 1) and 'Coat' ({ann}, line {n})", "an image belongs to one class"]
+    return root, [f"'Bag' ({ann}, line 1) and 'Coat' ({ann}, line {n})",
+                  "an image belongs to one class"]
 
 
 def _class_named_test(tmp_path):
     root = write_sample_subset(tmp_path / "data", per_class=3, format="flat", classes=CLASSES)
     os.rename(root / "Coat", root / "test")
-    return root, ["has no train/ folder", "It has test/, taken for a split because the folder names train, val, valid, "
-                  "validation, test are reserved for splits", "rename that folder, e.g. to 'test_class'"]
+    return root, ["has no train/ folder", "It has test/, taken for a split because the folder "
+                  "names train, val, valid, validation, test are reserved for splits",
+                  "rename that folder, e.g. to 'test_class'"]
 
 
 def _class_named_train(tmp_path):
@@ -565,12 +574,14 @@ def _class_named_train(tmp_path):
                   "rename that folder, e.g. to 'train_class'"]
 
 
-@pytest.mark.parametrize("make", [_cats, _latin1_csv, _latin1_jsonl, _two_labels, _class_named_test, _class_named_train])
+@pytest.mark.parametrize("make", [_cats, _latin1_csv, _latin1_jsonl, _two_labels, _class_named_test,
+                                  _class_named_train])
 def test_refused_dataset_is_named_and_left_untouched(tmp_path, make):
-    """Each refusal is a DatasetError that says what is wrong and what to do, and no user file changes (sha256 of
-    every file before and after). Before: case-only class names trained (in a process-dependent order), a Latin-1
-    byte gave a bare UnicodeDecodeError, two labels for one image passed as a duplicate, and a class folder named
-    like a split gave "no train/ folder" or "train has no images" without saying why."""
+    """Each refusal is a DatasetError that says what is wrong and what to do, and no user file
+    changes (sha256 of every file before and after). Before: case-only class names trained (in a
+    process-dependent order), a Latin-1 byte gave a bare UnicodeDecodeError, two labels for one
+    image passed as a duplicate, and a class folder named like a split gave "no train/ folder" or
+    "train has no images" without saying why."""
     root, expected = make(tmp_path)
     with untouched(root), pytest.raises(DatasetError) as e:
         scan_dataset(root, verbose=False)

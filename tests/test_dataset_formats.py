@@ -237,28 +237,32 @@ except DatasetError as e: print("DatasetError:", e)"""
 
 
 def _scan_with_hash_seed(root, seed: str) -> str:
-    "What a fresh interpreter with this PYTHONHASHSEED makes of the dataset: its class list, or its DatasetError."
-    r = subprocess.run([sys.executable, "-c", SCAN, str(root)], env={**os.environ, "PYTHONHASHSEED": seed},
-                       capture_output=True, text=True, timeout=300)
+    "What a fresh interpreter with this PYTHONHASHSEED makes of the dataset: class list or error."
+    r = subprocess.run([sys.executable, "-c", SCAN, str(root)], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONHASHSEED": seed}, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     return r.stdout.strip()
 
 
 def test_class_order_is_the_same_in_every_process(tmp_path):
-    """Class folders that differ only in case (cat, Cat, CAT) tie under the natural sort key, so they used to keep the
-    order of a set, which follows the per-process hash seed: seeds 0 and 3 gave two different class orders (and so
-    two different models for the same data). Now the order is total, and such names are refused, naming them."""
+    """Class folders that differ only in case (cat, Cat, CAT) tie under the natural sort key, so
+    they kept the order of a set, which follows the per-process hash seed: seeds 0 and 3 gave two
+    class orders (two different models for the same data). The order is now total, and such names
+    are refused, naming them."""
     root = write_sample_subset(tmp_path / "cats", per_class=2, classes=("Bag", "Coat"))
     for split in SPLITS:
-        for name in ("cat", "Cat", "CAT"): shutil.copytree(root / split / "Bag", root / split / name)
+        for name in ("cat", "Cat", "CAT"):
+            shutil.copytree(root / split / "Bag", root / split / name)
     seen = {seed: _scan_with_hash_seed(root, seed) for seed in ("0", "3")}
     assert seen["0"] == seen["3"], seen
-    assert seen["0"].startswith("DatasetError:") and "differ only in letter case: 'CAT' / 'Cat' / 'cat'." in seen["0"]
+    assert seen["0"].startswith("DatasetError:")
+    assert "differ only in letter case: 'CAT' / 'Cat' / 'cat'." in seen["0"]
     assert "rename the folders or labels" in seen["0"]
 
 
 def test_case_colliding_labels_in_a_csv_are_refused(tmp_path):
-    root = write_sample_subset(tmp_path / "data", per_class=2, format="csv", classes=("Bag", "Coat"))
+    root = write_sample_subset(tmp_path / "data", per_class=2, format="csv",
+                               classes=("Bag", "Coat"))
     text = (root / "train.csv").read_text()
     (root / "train.csv").write_text(text.replace(",Coat\n", ",COAT\n", 1))
     with pytest.raises(DatasetError, match="differ only in letter case: 'COAT' / 'Coat'"):
