@@ -12,6 +12,7 @@ import io
 import json
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
 from struct import error as struct_error
@@ -24,11 +25,11 @@ if TYPE_CHECKING:
     import torch
 
 # %% auto #0
-__all__ = ['INTERPOLATIONS', 'IMAGE_EXTENSIONS', 'ClassifierTrainingError', 'DatasetError', 'ConfigError', 'ExportError',
-           'CheckpointError', 'error_summary', 'ClassificationBatch', 'PreprocessingConfig', 'atomic_writer',
-           'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'atomic_save_figure', 'is_image_path',
-           'natural_sort_key', 'sha256_bytes', 'sha256_file', 'ImageReadError', 'to_rgb', 'load_image_rgb',
-           'labels_mapping', 'write_labels_mapping']
+__all__ = ['INTERPOLATIONS', 'IMAGE_EXTENSIONS', 'IMAGE_READ_REASONS', 'MAX_IMAGE_BYTES', 'ClassifierTrainingError',
+           'DatasetError', 'ConfigError', 'ExportError', 'CheckpointError', 'error_summary', 'ClassificationBatch',
+           'PreprocessingConfig', 'atomic_writer', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json',
+           'atomic_save_figure', 'is_image_path', 'natural_sort_key', 'sha256_bytes', 'sha256_file', 'ImageReadError',
+           'read_image_bytes', 'to_rgb', 'load_image_rgb', 'labels_mapping', 'write_labels_mapping']
 
 # %% ../nbs/00_core.ipynb #e2e397be
 class ClassifierTrainingError(Exception):
@@ -204,6 +205,10 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     return h.hexdigest()
 
 # %% ../nbs/00_core.ipynb #073d781e
+IMAGE_READ_REASONS = ("missing", "empty", "not_a_file", "not_an_image", "truncated", "too_large",
+                      "unsupported", "unreadable")
+MAX_IMAGE_BYTES = 256 * 2**20  # largest image file read, in bytes (256 MiB); read at each call
+
 class ImageReadError(DatasetError):
     "An image file that cannot be decoded; `.path` names it and `.reason` says why in one word."
     def __init__(self, path, reason: str, detail: str):
@@ -212,25 +217,83 @@ class ImageReadError(DatasetError):
 
     def __reduce__(self): return (type(self), (self.path, self.reason, self.detail))
 
+_MISSING = "file not found; fix the path in the annotations or restore the file"
+_EMPTY = "the file has zero bytes; remove it or copy it again"
+_FOLDER = "this is a folder, not an image file"
+_FILE_KINDS = ((stat.S_ISFIFO, "named pipe (FIFO)"), (stat.S_ISCHR, "character device"),
+               (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
+
+def _os_reason(e: OSError) -> str:
+    return e.strerror or error_summary(e)
+
+def read_image_bytes(path: str | os.PathLike, # image file; links are followed
+                    ) -> bytes:
+    "The bytes of a regular file of at most `MAX_IMAGE_BYTES`; anything else: `ImageReadError`."
+    limit = int(MAX_IMAGE_BYTES)
+    too_big = (f"over the limit of {limit:,} bytes ({limit / 2**20:g} MiB) per image file "
+               "(classifier_training.core.MAX_IMAGE_BYTES); shrink or re-encode the image, "
+               "or remove it")
+    try:  # O_NONBLOCK: opening a named pipe must not wait for a writer that never comes
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError: raise ImageReadError(path, "missing", _MISSING) from None
+    except IsADirectoryError: raise ImageReadError(path, "unreadable", _FOLDER) from None
+    except OSError as e:
+        detail = f"{_os_reason(e)}; check the file's permissions"
+        raise ImageReadError(path, "unreadable", detail) from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode): raise ImageReadError(path, "unreadable", _FOLDER)
+        if not stat.S_ISREG(info.st_mode):
+            kind = next((name for test, name in _FILE_KINDS if test(info.st_mode)), "special file")
+            raise ImageReadError(path, "not_a_file", f"this is a {kind}, not a regular file, so it "
+                                 "is not read (a pipe can block forever, a device can be endless); "
+                                 "remove it or put the image file there")
+        if info.st_size > limit:
+            raise ImageReadError(path, "too_large", f"{info.st_size:,} bytes is {too_big}")
+        if info.st_size == 0: raise ImageReadError(path, "empty", _EMPTY)
+        chunks, total, step = [], 0, max(info.st_size + 1, 1 << 16)
+        while total <= limit and (chunk := os.read(fd, min(step, limit + 1 - total))):
+            chunks.append(chunk); total += len(chunk)
+        data = b"".join(chunks)
+    except OSError as e:
+        detail = f"{_os_reason(e)}; check the file and the disk"
+        raise ImageReadError(path, "unreadable", detail) from None
+    finally: os.close(fd)
+    if len(data) > limit:
+        raise ImageReadError(path, "too_large", f"the file grew while it was read and is {too_big}")
+    if not data: raise ImageReadError(path, "empty", _EMPTY)
+    return data
+
 def _alpha_on_white(im: Image.Image) -> Image.Image:
     rgba = im.convert("RGBA")
     background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     return Image.alpha_composite(background, rgba).convert("RGB")
 
+class _PixelValueError(ValueError):
+    "Pixel values outside the range their type promises: refused rather than guessed."
+
 def _wide_to_l(im: Image.Image) -> Image.Image:
-    a = np.asarray(im)
-    if im.mode.startswith("I;16"): a = a.astype(np.float64) / 257.0
-    else:
-        a = a.astype(np.float64)
-        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
-        if lo >= 0 and hi <= 255: pass
-        elif lo >= 0 and hi <= 65535: a = a / 257.0
-        else: a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+    a = np.asarray(im).astype(np.float64)
+    finite = a[np.isfinite(a)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    if im.mode == "F":
+        if (bad := a.size - finite.size) or lo < -1e-6 or hi > 1 + 1e-6:
+            extra = f", with {bad} NaN or infinite value(s)" if bad else ""
+            raise _PixelValueError(f"float (32-bit) pixel values run from {lo:g} to {hi:g}{extra}; "
+                                   "float images are read as 0 = black to 1 = white: rescale the "
+                                   "image to 0..1, or save it as 8- or 16-bit")
+        a = a * 255.0
+    else:  # I;16, I;16B, I;16L, and I (Pillow's mode for 16-bit PGM and 32-bit integer TIFF)
+        if lo < 0 or hi > 65535:
+            raise _PixelValueError(f"{im.mode} integer pixel values run from {lo:g} to {hi:g}; "
+                                   "integer images wider than 8 bits are read as 16-bit "
+                                   "(0..65535): save the image as 8- or 16-bit")
+        a = a / 257.0
     return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), mode="L")
 
 def to_rgb(im: Image.Image, # a loaded Pillow image of any mode
           ) -> Image.Image:
-    "Convert any Pillow mode to 8-bit RGB (alpha composited on white, 16/32-bit scaled)."
+    "Convert any Pillow mode to 8-bit RGB (alpha on white; 16-bit and float by their type's range)."
     mode = im.mode
     if mode == "RGB": return im
     if mode == "P": return _alpha_on_white(im) if "transparency" in im.info else im.convert("RGB")
@@ -253,6 +316,7 @@ def _decode(fp, path, max_pixels: int | None) -> Image.Image:
         except Exception: pass  # a damaged EXIF block must not cost a decodable image: keep it as stored
         return to_rgb(im)
     except ImageReadError: raise
+    except _PixelValueError as e: raise ImageReadError(path, "unsupported", str(e)) from None
     except Image.DecompressionBombError as e:
         raise ImageReadError(path, "too_large", f"{e} (decompression-bomb guard); resize the image, or raise the limit "
                              "(data.max_pixels when training)") from None
@@ -260,7 +324,7 @@ def _decode(fp, path, max_pixels: int | None) -> Image.Image:
         raise ImageReadError(path, "not_an_image", "Pillow cannot identify this file as an image; remove it or "
                              "replace it with a real image") from None
     except (OSError, SyntaxError, ValueError, EOFError, struct_error, MemoryError) as e:
-        text = str(e) or type(e).__name__
+        text = error_summary(e)
         reason = "truncated" if ("truncated" in text.lower() or isinstance(e, EOFError)) else "unreadable"
         raise ImageReadError(path, reason, f"{text}; re-export or remove the file") from None
 
@@ -269,20 +333,10 @@ def load_image_rgb(path: str | os.PathLike, # image file
                    data: bytes | None = None, # the file's bytes when already read (`path` then only names it)
                   ) -> Image.Image:
     "Fully decode an image file into an 8-bit RGB Pillow image, EXIF orientation applied."
-    if data is not None:
-        if not data: raise ImageReadError(path, "empty", "the file has zero bytes; remove it or copy it again")
-        return _decode(io.BytesIO(data), path, max_pixels)
-    try:
-        with open(path, "rb") as f:
-            if os.fstat(f.fileno()).st_size == 0:
-                raise ImageReadError(path, "empty", "the file has zero bytes; remove it or copy it again")
-            return _decode(f, path, max_pixels)
-    except FileNotFoundError:
-        raise ImageReadError(path, "missing", "file not found; fix the path in the annotations or restore the file") from None
-    except IsADirectoryError:
-        raise ImageReadError(path, "unreadable", "this is a folder, not an image file") from None
-    except OSError as e:
-        raise ImageReadError(path, "unreadable", f"{e.strerror or e}; check the file's permissions") from None
+    if data is None: data = read_image_bytes(path)
+    if not data: raise ImageReadError(path, "empty", _EMPTY)
+    return _decode(io.BytesIO(data), path, max_pixels)
+
 
 # %% ../nbs/00_core.ipynb #20d521c9
 def labels_mapping(class_names: list[str], # class names in index order

@@ -8,9 +8,11 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import errno
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -20,8 +22,8 @@ from PIL import Image
 
 from . import __version__
 from .core import (ClassifierTrainingError, ConfigError, ImageReadError, PreprocessingConfig,
-                                      atomic_write_json, atomic_writer, is_image_path, load_image_rgb, natural_sort_key,
-                                      to_rgb)
+                                      atomic_write_json, atomic_writer, error_summary,
+                                      is_image_path, load_image_rgb, natural_sort_key, to_rgb)
 
 # %% auto #0
 __all__ = ['REQUIRED_METADATA', 'ModelFileError', 'read_model_metadata', 'resize_and_crop', 'normalize_array', 'preprocess_image',
@@ -54,7 +56,7 @@ def _open_session(model_path, providers=None, intra_op_num_threads=None) -> ort.
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=list(providers or ["CPUExecutionProvider"]))
     except Exception as e:
-        detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        detail = error_summary(e, 200)
         raise ModelFileError(f"{path} is not a readable ONNX model (onnxruntime: {detail}); "
                              "give the model.onnx written by classifier-export") from None
 
@@ -67,6 +69,34 @@ def _check_metadata(model_path, meta: dict) -> None:
             or meta["output_kind"] not in ("logits", "probabilities"):
         raise ModelFileError(f"{model_path}: unsupported input/output description "
                              f"({meta['input_layout']}, {meta['input_dtype']}, {meta['output_kind']}); re-export it with classifier-export")
+
+_ORT_TYPES = {"float32": "tensor(float)", "uint8": "tensor(uint8)"}
+
+def _check_against_graph(model_path, session: ort.InferenceSession, meta: dict,
+                         class_names: list[str], image_size: int) -> None:
+    "Metadata that disagrees with the graph it describes is a ModelFileError saying what disagrees."
+    problems = []
+    x, y = session.get_inputs()[0], session.get_outputs()[0]
+    if x.type != _ORT_TYPES[meta["input_dtype"]]:
+        problems.append(f"input_dtype is {meta['input_dtype']} but the graph input is {x.type}")
+    shape, layout = list(x.shape), meta["input_layout"]
+    if len(shape) != 4: problems.append(f"the graph input has the shape {shape}, not images")
+    else:
+        (h, w), c = (shape[2:], shape[1]) if layout == "NCHW" else (shape[1:3], shape[3])
+        if any(isinstance(s, int) and s != image_size for s in (h, w)):
+            problems.append(f"preprocessing.image_size is {image_size} but the graph input is "
+                            f"{h}x{w} ({layout} {shape})")
+        if isinstance(c, int) and c != 3:
+            problems.append(f"the graph input has {c} channels, not 3 ({layout} {shape})")
+    out = list(y.shape)
+    if len(out) != 2: problems.append(f"the graph output has the shape {out}, not (batch, classes)")
+    elif isinstance(out[1], int) and out[1] != len(class_names):
+        problems.append(f"class_names lists {len(class_names)} classes but the model outputs "
+                        f"{out[1]} scores")
+    if problems:
+        raise ModelFileError(f"{model_path}: its metadata does not match its graph: "
+                             f"{'; '.join(problems)}. The metadata was edited or the file mixed up "
+                             "after export; re-export the checkpoint with classifier-export")
 
 # %% ../nbs/31_predict.ipynb #7197504e
 _RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
@@ -123,7 +153,7 @@ class Prediction:
 class SkippedImage:
     "A file that could not be decoded, and why."
     path: str
-    reason: str  # one word: missing, empty, not_an_image, truncated, too_large, unreadable
+    reason: str  # one word, one of core.IMAGE_READ_REASONS
     detail: str
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -143,10 +173,16 @@ class OnnxClassifier:
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         _check_metadata(model_path, self.metadata)
         try:
-            self.class_names = [str(n) for n in json.loads(self.metadata["class_names"])]
+            names = json.loads(self.metadata["class_names"])
+            if not isinstance(names, list) or not names:
+                raise ValueError(f"class_names is {names!r}, not a list of names")
+            self.class_names = [str(n) for n in names]
             self.preprocessing = PreprocessingConfig.from_dict(json.loads(self.metadata["preprocessing"]))
         except (ValueError, TypeError, ConfigError) as e:
-            raise ModelFileError(f"{model_path}: its class_names/preprocessing metadata cannot be read ({e}); re-export it") from None
+            raise ModelFileError(f"{model_path}: its class_names/preprocessing metadata cannot be "
+                                 f"read ({error_summary(e)}); re-export it") from None
+        _check_against_graph(model_path, self.session, self.metadata, self.class_names,
+                             self.preprocessing.image_size)
         self.input_layout, self.input_dtype = self.metadata["input_layout"], self.metadata["input_dtype"]
         self.output_kind = self.metadata["output_kind"]
         self.input_name = self.session.get_inputs()[0].name
@@ -172,6 +208,10 @@ class OnnxClassifier:
                      ) -> np.ndarray:
         "Class probabilities (N, C), float64, for a preprocessed batch."
         out = self.session.run([self.output_name], {self.input_name: batch})[0]
+        if out.ndim != 2 or out.shape[1] != len(self.class_names):  # a size the graph left open
+            raise ModelFileError(f"{self.model_path}: the model output has the shape "
+                                 f"{list(out.shape)} but class_names lists {len(self.class_names)} "
+                                 "classes; re-export the checkpoint with classifier-export")
         return _softmax(out) if self.output_kind == "logits" else out.astype(np.float64)
 
     def _top_k(self, probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -236,6 +276,33 @@ def _write_predictions(path: Path, preds: list[Prediction], skipped: list[Skippe
             for l, v in zip(p.labels, p.probabilities): row += [l, f"{v:.6f}"]
             w.writerow(row + [""] * (len(header) - len(row)))
 
+def _check_writable(out: Path) -> None:
+    "Refuse `--out` before any prediction when it is a folder or its folder cannot be written."
+    if out.is_dir(): raise ClassifierTrainingError(f"--out {out} is a folder; name a .csv or .json")
+    folder = out.absolute().parent
+    while not folder.exists() and folder != folder.parent:  # atomic_writer makes the missing ones
+        folder = folder.parent
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".probe", dir=folder)
+        os.close(fd); os.unlink(probe)
+    except OSError as e:
+        why = e.strerror or error_summary(e)
+        raise ClassifierTrainingError(f"--out {out}: cannot write into the folder '{folder}' "
+                                      f"({why}); choose a folder you can write to") from None
+
+_WRITE_HINTS = {errno.ENOSPC: "free some disk space or write elsewhere",
+                errno.EROFS: "the file system is read-only: choose another folder",
+                errno.EDQUOT: "the disk quota is used up: free space or write elsewhere"}
+
+def _save_predictions(out: Path, preds: list[Prediction], skipped: list[SkippedImage], top_k: int):
+    "Write `--out`; a failed write (disk full, read-only file system) is a ClassifierTrainingError."
+    try: _write_predictions(out, preds, skipped, top_k)
+    except OSError as e:
+        why, hint = e.strerror or error_summary(e), _WRITE_HINTS.get(e.errno, "check the disk")
+        raise ClassifierTrainingError(f"--out {out}: writing failed ({why}, errno {e.errno}); "
+                                      f"{hint}; the predictions printed above were not saved"
+                                      ) from None
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="classifier-predict", description="Classify images with an exported model.onnx (no torch needed).")
     ap.add_argument("model", help="model.onnx written by classifier-export or the ONNXExportCallback")
@@ -255,6 +322,7 @@ def main(argv: Sequence[str] | None = None, # arguments; default sys.argv[1:]
     if args.batch_size < 1: ap.error("--batch-size must be at least 1")
     if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"): ap.error(f"--out {args.out}: use a .csv or .json file name")
     try:
+        if args.out: _check_writable(Path(args.out))
         clf = OnnxClassifier(args.model)
         files = collect_image_paths(args.paths)
         if not files:
@@ -268,7 +336,8 @@ def main(argv: Sequence[str] | None = None, # arguments; default sys.argv[1:]
             else:
                 preds.append(r)
                 print("\t".join([r.path] + [f"{l} {v:.4f}" for l, v in zip(r.labels, r.probabilities)]))
-        if args.out: _write_predictions(Path(args.out), preds, skipped, min(args.top_k, len(clf.class_names)))
+        if args.out:
+            _save_predictions(Path(args.out), preds, skipped, min(args.top_k, len(clf.class_names)))
     except ClassifierTrainingError as e:
         print(f"classifier-predict: error: {e}", file=sys.stderr)
         return 2

@@ -7,9 +7,12 @@ byte-for-byte untouched (sha256 before and after), and the run goes on or stops 
 """
 import json
 import os
+import resource
 import shutil
 import signal
 import struct
+import subprocess
+import sys
 import unicodedata
 import zlib
 from contextlib import contextmanager
@@ -389,3 +392,197 @@ def test_leakage_across_splits_names_both_files(data):
     assert [(f["split"], f["path"]) for f in group["files"]] == [
         ("train", f"train/Coat/{src.name}"), ("test", "test/Coat/copy_of_train.png")]
     assert group["sha256"] == sha256_file(src)
+
+
+
+# ---------------------------------------------------------------- wide and float images
+def test_float32_tiff_with_values_0_to_1(data):
+    """A float32 TIFF holding 0..1 (real sample pixels / 255) used to be read as 8-bit: an almost
+    black image (0 or 1). Float images are now read as 0 = black .. 1 = white: the 8-bit pixels."""
+    gray = sample_gray(data)
+    path = _add(data, "float01.tif", Image.fromarray(gray.astype(np.float32) / 255))
+    assert Image.open(path).mode == "F"
+    out = _valid(data, path)
+    assert (out[..., 0] == gray).all() and (out[..., 2] == gray).all()
+
+
+def test_16_bit_tiff(data):
+    gray = sample_gray(data)
+    path = _add(data, "wide16.tif", Image.fromarray(gray.astype(np.uint16) * 257))
+    assert Image.open(path).mode.startswith("I;16")
+    out = _valid(data, path)
+    assert (out[..., 0] == gray).all()
+
+
+def test_float_image_outside_0_to_1_is_refused_by_name(data):
+    "0..255 stored as float: not guessed (a min..max stretch brightens dark images) but refused."
+    gray = sample_gray(data)
+    _add(data, "float255.tif", Image.fromarray(gray.astype(np.float32)))
+    assert_policy_behaviour(data, "float255.tif", "unsupported")
+    expected = f"float255.tif: unsupported: float .32-bit. pixel values run from 0 to {gray.max()}"
+    with pytest.raises(ImageReadError, match=expected):
+        load_image_rgb(data / "train" / "Bag" / "float255.tif")
+
+
+# ---------------------------------------------------------------- hostile files
+CHECK = """import json, sys, warnings
+warnings.simplefilter("ignore")
+from classifier_training.core import DatasetError
+from classifier_training.data.check import check_dataset
+from classifier_training.data.datasets import scan_dataset
+try: report = check_dataset(scan_dataset(sys.argv[1], verbose=False), num_workers=0, verbose=False)
+except DatasetError as e: print(json.dumps({"error": str(e)}))
+else: print(json.dumps({"bad_files": report.to_dict()["bad_files"]}))"""
+
+
+def check_in_subprocess(root: Path, seconds: int = 120, memory_gib: int = 6) -> dict:
+    """Scan + check in a fresh interpreter that is killed after `seconds` and may map at most
+    `memory_gib` GiB: a read that blocks or never ends fails the test instead of hanging CI or
+    exhausting the host's memory."""
+    def limit(): resource.setrlimit(resource.RLIMIT_AS, (memory_gib << 30, memory_gib << 30))
+    try:
+        r = subprocess.run([sys.executable, "-c", CHECK, str(root)], capture_output=True, text=True,
+                           timeout=seconds, preexec_fn=limit)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the dataset scan and check did not finish in {seconds} s (hang)")
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout)
+
+
+def test_named_pipe_called_png_is_reported_not_read(data):
+    "Before: the check opened the pipe and waited for a writer forever."
+    os.mkfifo(data / "train" / "Bag" / "pipe.png")
+    with untouched(data):
+        result = check_in_subprocess(data)
+    [bad] = result["bad_files"]
+    assert (bad["path"], bad["reason"]) == ("train/Bag/pipe.png", "not_a_file")
+    assert "named pipe (FIFO), not a regular file" in bad["message"]
+    assert str(data / "train/Bag/pipe.png") in bad["message"]
+
+
+def test_link_to_dev_zero_is_reported_not_read(data):
+    "Before: the check read /dev/zero until memory ran out."
+    os.symlink("/dev/zero", data / "train" / "Coat" / "zero.png")
+    with untouched(data):
+        result = check_in_subprocess(data)
+    [bad] = result["bad_files"]
+    assert (bad["path"], bad["reason"]) == ("train/Coat/zero.png", "not_a_file")
+    assert "character device, not a regular file" in bad["message"]
+
+
+def test_annotation_file_that_is_a_pipe_is_refused(tmp_path):
+    "Before: the scan opened the pipe and waited forever."
+    root = write_sample_subset(tmp_path / "data", per_class=2, format="jsonl", classes=CLASSES)
+    os.mkfifo(root / "train" / "more.jsonl")
+    with untouched(root):
+        result = check_in_subprocess(root)
+    assert f"{root / 'train' / 'more.jsonl'}: not a regular file" in result["error"]
+
+
+def test_image_over_the_byte_limit_is_reported(data, monkeypatch):
+    import classifier_training.core as core
+    big = _add(data, "photo.png", Image.fromarray(photo()))
+    monkeypatch.setattr(core, "MAX_IMAGE_BYTES", big.stat().st_size - 1)
+    assert_policy_behaviour(data, "photo.png", "too_large")
+    with pytest.raises(ImageReadError, match=f"{big.stat().st_size:,} bytes is over the limit of"):
+        load_image_rgb(big)
+
+
+# ---------------------------------------------------------------- unreadable folders, lost images
+def test_unreadable_class_folder_is_named_not_taken_for_a_missing_class(data, monkeypatch):
+    """Before: a train class folder that cannot be listed silently lost its class (and val's images
+    of it became "unknown to train"). chmod 000 does this for a normal user; as root chmod has no
+    effect, so os.scandir is made to raise the PermissionError a normal user gets."""
+    folder = data / "train" / "Coat"
+    folder.chmod(0)
+    try:
+        if os.access(folder, os.R_OK):  # running as root: simulate
+            real = os.scandir
+            def scandir(path="."):
+                if Path(path) == folder: raise PermissionError(13, "Permission denied", str(path))
+                return real(path)
+            monkeypatch.setattr(os, "scandir", scandir)
+        with untouched(data), pytest.raises(DatasetError) as e:
+            scan_dataset(data, verbose=False)
+    finally: folder.chmod(0o755)
+    assert str(e.value).startswith(f"the folder '{folder}' cannot be read (Permission denied)")
+    assert "chmod -R u+rX" in str(e.value)
+
+
+def test_image_that_disappears_after_the_check_is_one_line(data):
+    "Deleted between the check and the epoch that loads it: one line naming it (num_workers=0)."
+    from classifier_training.test_utils import tiny_datamodule
+    dm = tiny_datamodule(data, check_workers=0, num_workers=0, batch_size=32, check_policy="skip")
+    dm.setup()
+    gone = dm.train_dataset.paths[0]
+    gone.unlink()
+    with pytest.raises(ImageReadError) as e:
+        next(iter(dm.train_dataloader()))
+    assert str(e.value) == (f"{gone}: missing: file not found; fix the path in the annotations or "
+                            "restore the file")
+    assert e.value.reason == "missing"
+
+
+# ---------------------------------------------------------------- refused datasets stay untouched
+def _cats(tmp_path):
+    root = write_sample_subset(tmp_path / "data", per_class=2, classes=CLASSES)
+    for split in ("train", "val", "test"):
+        for name in ("cat", "Cat"): shutil.copytree(root / split / "Bag", root / split / name)
+    return root, ["class names that differ only in letter case: 'Cat' / 'cat'"]
+
+
+def _latin1_csv(tmp_path):
+    root = write_sample_subset(tmp_path / "data", per_class=2, format="csv", classes=CLASSES)
+    data = (root / "train.csv").read_bytes() + b"images/train/x.png,Caf\xe9\n"
+    (root / "train.csv").write_bytes(data)
+    line, at = data.count(b"\n"), data.index(b"\xe9")
+    return root, [f"train.csv, line {line}: the byte 0xe9 at byte offset {at} is not valid UTF-8",
+                  "annotation files must be UTF-8"]
+
+
+def _latin1_jsonl(tmp_path):
+    root = write_sample_subset(tmp_path / "data", per_class=2, format="jsonl", classes=CLASSES)
+    ann = root / "val" / "annotations.jsonl"
+    data = b'{"image": "images/x.png", "label": "Caf\xe9"}\n' + ann.read_bytes()
+    ann.write_bytes(data)
+    at = data.index(b"\xe9")
+    return root, [f"annotations.jsonl, line 1: the byte 0xe9 at byte offset {at}"]
+
+
+def _two_labels(tmp_path):
+    root = write_sample_subset(tmp_path / "data", per_class=2, format="jsonl", classes=CLASSES)
+    ann = root / "train" / "annotations.jsonl"
+    first = json.loads(ann.read_text().splitlines()[0])
+    with open(ann, "a") as f: f.write(json.dumps({**first, "label": "Coat"}) + "\n")
+    n = len(ann.read_text().splitlines())
+    return root, [f"'Bag' ({ann}, line 1) and 'Coat' ({ann}, line {n})",
+                  "an image belongs to one class"]
+
+
+def _class_named_test(tmp_path):
+    root = write_sample_subset(tmp_path / "data", per_class=3, format="flat", classes=CLASSES)
+    os.rename(root / "Coat", root / "test")
+    return root, ["has no train/ folder", "It has test/, taken for a split because the folder "
+                  "names train, val, valid, validation, test are reserved for splits",
+                  "rename that folder, e.g. to 'test_class'"]
+
+
+def _class_named_train(tmp_path):
+    root = write_sample_subset(tmp_path / "data", per_class=3, format="flat", classes=CLASSES)
+    os.rename(root / "Sandal", root / "train")
+    return root, [f"'{root / 'train'}' holds 9 image(s) directly but no class folder with images",
+                  "rename that folder, e.g. to 'train_class'"]
+
+
+@pytest.mark.parametrize("make", [_cats, _latin1_csv, _latin1_jsonl, _two_labels, _class_named_test,
+                                  _class_named_train])
+def test_refused_dataset_is_named_and_left_untouched(tmp_path, make):
+    """Each refusal is a DatasetError that says what is wrong and what to do, and no user file
+    changes (sha256 of every file before and after). Before: case-only class names trained (in a
+    process-dependent order), a Latin-1 byte gave a bare UnicodeDecodeError, two labels for one
+    image passed as a duplicate, and a class folder named like a split gave "no train/ folder" or
+    "train has no images" without saying why."""
+    root, expected = make(tmp_path)
+    with untouched(root), pytest.raises(DatasetError) as e:
+        scan_dataset(root, verbose=False)
+    for part in expected: assert part in str(e.value), (part, str(e.value))

@@ -2,6 +2,8 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -224,3 +226,44 @@ def test_check_uses_a_pool_on_larger_datasets(tmp_path):
     for executor in ("thread", "process"):
         report = check_dataset(index, num_workers=2, executor=executor, verbose=False)
         assert report.num_workers == 2 and report.bad_files == [] and report.num_checked == 180
+
+
+SCAN = """import sys, warnings
+warnings.simplefilter("ignore")
+from classifier_training.core import DatasetError
+from classifier_training.data.datasets import scan_dataset
+try: print(scan_dataset(sys.argv[1], verbose=False).class_names)
+except DatasetError as e: print("DatasetError:", e)"""
+
+
+def _scan_with_hash_seed(root, seed: str) -> str:
+    "What a fresh interpreter with this PYTHONHASHSEED makes of the dataset: class list or error."
+    r = subprocess.run([sys.executable, "-c", SCAN, str(root)], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONHASHSEED": seed}, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout.strip()
+
+
+def test_class_order_is_the_same_in_every_process(tmp_path):
+    """Class folders that differ only in case (cat, Cat, CAT) tie under the natural sort key, so
+    they kept the order of a set, which follows the per-process hash seed: seeds 0 and 3 gave two
+    class orders (two different models for the same data). The order is now total, and such names
+    are refused, naming them."""
+    root = write_sample_subset(tmp_path / "cats", per_class=2, classes=("Bag", "Coat"))
+    for split in SPLITS:
+        for name in ("cat", "Cat", "CAT"):
+            shutil.copytree(root / split / "Bag", root / split / name)
+    seen = {seed: _scan_with_hash_seed(root, seed) for seed in ("0", "3")}
+    assert seen["0"] == seen["3"], seen
+    assert seen["0"].startswith("DatasetError:")
+    assert "differ only in letter case: 'CAT' / 'Cat' / 'cat'." in seen["0"]
+    assert "rename the folders or labels" in seen["0"]
+
+
+def test_case_colliding_labels_in_a_csv_are_refused(tmp_path):
+    root = write_sample_subset(tmp_path / "data", per_class=2, format="csv",
+                               classes=("Bag", "Coat"))
+    text = (root / "train.csv").read_text()
+    (root / "train.csv").write_text(text.replace(",Coat\n", ",COAT\n", 1))
+    with pytest.raises(DatasetError, match="differ only in letter case: 'COAT' / 'Coat'"):
+        scan_dataset(root, verbose=False)

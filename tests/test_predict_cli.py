@@ -2,8 +2,11 @@
 imports torch, decodes images exactly as training does, and the classifier-predict CLI reports errors clearly."""
 import csv
 import json
+import os
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -141,7 +144,8 @@ def test_one_image_decoder_for_training_the_check_and_the_predictor(demo, tmp_pa
              "palette_transparent.png": Image.fromarray(gray).convert("P"),
              "cmyk.jpg": Image.fromarray(rgb).convert("CMYK"),
              "one_bit.bmp": Image.fromarray(gray).convert("1"),
-             "float.tif": Image.fromarray(gray.astype(np.float32) * 3.0)}
+             "wide16.tif": Image.fromarray(gray.astype(np.uint16) * 257),
+             "float.tif": Image.fromarray(gray.astype(np.float32) / 255)}  # float images hold 0..1
     for name, img in cases.items():
         kwargs = {"transparency": 0} if name == "palette_transparent.png" else {}
         img.save(tmp_path / name, **kwargs)
@@ -173,3 +177,87 @@ def test_uint8_model_predicts_like_float_model(demo, tmp_path):
     assert [p.indices[0] for p in float_preds] == [p.indices[0] for p in u8_preds]
     by_index = lambda p: np.array([v for _, v in sorted(zip(p.indices, p.probabilities))])
     assert max(np.abs(by_index(a) - by_index(b)).max() for a, b in zip(float_preds, u8_preds)) < 1e-5
+
+
+
+def _edited(demo, path, **changes):
+    "A copy of the demo model with some metadata values replaced (a hand edit or a mix-up)."
+    model = onnx.load(str(demo.model_path))
+    for entry in model.metadata_props:
+        if entry.key in changes: entry.value = changes[entry.key]
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("case", ["fewer_names", "more_names", "image_size"])
+def test_metadata_that_disagrees_with_the_graph_is_refused_at_load(demo, tmp_path, case):
+    """Before: fewer names gave an IndexError traceback, more names predicted with a wrong class
+    list (exit 0), a wrong image_size gave a raw onnxruntime error. Now the model is refused when
+    loaded, in one line that says what disagrees."""
+    pre = demo.preprocessing.with_image_size(48).to_dict()
+    del pre["resize_size"]
+    names = demo.class_names
+    changes, expected = {
+        "fewer_names": ({"class_names": json.dumps(names[:3])}, "class_names lists 3 classes but"),
+        "more_names": ({"class_names": json.dumps(names + ["X"])}, "class_names lists 11 classes"),
+        "image_size": ({"preprocessing": json.dumps(pre)}, "image_size is 48 but the graph input"),
+    }[case]
+    model = _edited(demo, tmp_path / f"{case}.onnx", **changes)
+    image = next((demo.data_root / "val").rglob("*.png"))
+    r = _predict(model, image, "--top-k", "10")
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert r.stdout == "" and "Traceback" not in r.stderr
+    assert r.stderr.startswith("classifier-predict: error: "), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert str(model) in r.stderr and expected in r.stderr and "re-export" in r.stderr
+    if case != "image_size": assert "the model outputs 10 scores" in r.stderr
+    with pytest.raises(ModelFileError, match=expected): OnnxClassifier(model)
+
+
+def _denied_folder(folder, monkeypatch):
+    """Make `folder` read-only. chmod does that for a normal user; as root (CI containers, this
+    machine) chmod has no effect, so creating a file in that folder is made to fail with the
+    PermissionError a normal user would get."""
+    folder.chmod(0o555)
+    if os.access(folder, os.W_OK):  # root: simulate
+        real = tempfile.mkstemp
+        def mkstemp(*args, dir=None, **kwargs):
+            if dir is not None and Path(dir).absolute() == folder.absolute():
+                raise PermissionError(13, "Permission denied", str(dir))
+            return real(*args, dir=dir, **kwargs)
+        monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+
+def test_out_in_a_read_only_folder_is_refused_before_predicting(demo, tmp_path, monkeypatch,
+                                                                  capsys):
+    from classifier_training.predict import main
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    _denied_folder(folder, monkeypatch)
+    args = [str(demo.model_path), str(demo.data_root / "val"), "--out", str(folder / "p.csv")]
+    try: rc = main(args)
+    finally: folder.chmod(0o755)
+    out, err = capsys.readouterr()
+    assert rc == 2 and out == "", out[:300]  # not a single prediction computed
+    assert err.strip() == (f"classifier-predict: error: --out {folder / 'p.csv'}: cannot write "
+                           f"into the folder '{folder}' (Permission denied); choose a folder you "
+                           "can write to")
+    assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("code", [28, 30])  # ENOSPC (disk full), EROFS (read-only file system)
+def test_out_write_failure_is_one_line_and_leaves_no_file(demo, tmp_path, monkeypatch, capsys,
+                                                          code):
+    from classifier_training.predict import main
+    def fail(fd): raise OSError(code, os.strerror(code))
+    monkeypatch.setattr(os, "fsync", fail)  # the atomic writer's fsync: a full disk shows at last
+    out_file = tmp_path / "out" / "p.json"
+    image = next((demo.data_root / "val").rglob("*.png"))
+    rc = main([str(demo.model_path), str(image), "--out", str(out_file)])
+    out, err = capsys.readouterr()
+    assert rc == 2 and len(out.splitlines()) == 1  # the prediction was printed; saving it failed
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith(f"classifier-predict: error: --out {out_file}: writing failed "
+                          f"({os.strerror(code)}, errno {code})")
+    assert "the predictions printed above were not saved" in err
+    assert list(out_file.parent.iterdir()) == []  # no partial file, no temporary file

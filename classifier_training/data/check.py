@@ -17,7 +17,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..core import ConfigError, DatasetError, ImageReadError, atomic_write_json, load_image_rgb, sha256_bytes
+from ..core import (ConfigError, DatasetError, ImageReadError, atomic_write_json,
+                                      load_image_rgb, read_image_bytes, sha256_bytes)
 from .datasets import SPLITS, DatasetIndex, DatasetWarning
 
 # %% auto #0
@@ -31,7 +32,7 @@ class FileCheck:
     path: Path  # the image file
     sha256: str | None  # hash of the file bytes (None when the file could not be read)
     size: tuple[int, int] | None  # (width, height) after EXIF orientation; None when it did not decode
-    reason: str | None = None  # None when the image decodes; else missing/empty/not_an_image/truncated/too_large/unreadable
+    reason: str | None = None  # None when the image decodes; else one of core.IMAGE_READ_REASONS
     message: str | None = None  # the full explanation for a bad file
 
 def check_image_file(path: str | os.PathLike, # image file
@@ -39,11 +40,8 @@ def check_image_file(path: str | os.PathLike, # image file
                     ) -> FileCheck:
     "Read, hash and fully decode one image file; never raises for a bad image."
     path = Path(path)
-    try: data = path.read_bytes()
-    except FileNotFoundError:
-        return FileCheck(path, None, None, "missing", f"{path}: missing: file not found; fix the path in the annotations or restore the file")
-    except OSError as e:
-        return FileCheck(path, None, None, "unreadable", f"{path}: unreadable: {e.strerror or e}; check the file's permissions")
+    try: data = read_image_bytes(path)  # regular files only, at most core.MAX_IMAGE_BYTES
+    except ImageReadError as e: return FileCheck(path, None, None, e.reason, str(e))
     digest = sha256_bytes(data)
     try: im = load_image_rgb(path, max_pixels, data=data)
     except ImageReadError as e: return FileCheck(path, digest, None, e.reason, str(e))
@@ -83,7 +81,7 @@ class BadFile:
     "An image that cannot be used, with the split(s) that list it."
     path: Path
     splits: list[str]
-    reason: str  # missing/empty/not_an_image/truncated/too_large/unreadable
+    reason: str  # one of core.IMAGE_READ_REASONS
     message: str
 
 class DatasetCheckError(DatasetError):

@@ -5,12 +5,15 @@
 # %% ../../nbs/02_data.datasets.ipynb #85772460
 from __future__ import annotations
 
+import codecs
 import csv
 import dataclasses
 import enum
+import io
 import json
 import os
 import random
+import stat
 import unicodedata
 import warnings
 from collections import Counter
@@ -20,12 +23,12 @@ from typing import Any, Callable, Iterable
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..core import (ConfigError, DatasetError, ImageReadError, is_image_path, load_image_rgb,
-                                      natural_sort_key, to_rgb)
+from ..core import (ConfigError, DatasetError, ImageReadError, error_summary,
+                                      is_image_path, load_image_rgb, natural_sort_key, to_rgb)
 
 # %% auto #0
-__all__ = ['SPLITS', 'FORMAT_DESCRIPTIONS', 'DatasetFormat', 'DatasetWarning', 'SampleRecord', 'DatasetIndex', 'scan_dataset',
-           'ImageClassificationDataset']
+__all__ = ['SPLITS', 'FORMAT_DESCRIPTIONS', 'DatasetFormat', 'DatasetWarning', 'SampleRecord', 'DatasetIndex', 'class_sort_key',
+           'scan_dataset', 'ImageClassificationDataset']
 
 # %% ../../nbs/02_data.datasets.ipynb #bee01a70
 SPLITS = ("train", "val", "test")
@@ -62,7 +65,7 @@ class DatasetIndex:
     root: Path  # dataset root folder (absolute)
     format: DatasetFormat  # detected layout
     splits: dict[str, list[SampleRecord]]  # 'train', 'val', 'test' (test may be empty)
-    class_names: list[str]  # classes with at least one train image, natural order; index = class id
+    class_names: list[str]  # classes with a train image, class_sort_key order; index = class id
     unknown_labels: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)  # split -> label -> images excluded
     split_seed: int | None = None  # seed of the split scan_dataset made (None: splits came from the dataset)
     val_fraction: float | None = None  # fraction used for a derived val split
@@ -139,21 +142,37 @@ def _rel(path: Path, root: Path) -> str:
 
 # %% ../../nbs/02_data.datasets.ipynb #863e76aa
 def _is_hidden(name: str) -> bool:
-    return name.startswith(".") or name == "__MACOSX"
+    return name.startswith(".") or name in ("__MACOSX", "lost+found")
+
+def class_sort_key(name: str, # a class name or file name
+                  ) -> tuple:
+    "A total order: natural order ('2' before '10'), then the exact string; no two names ever tie."
+    return (natural_sort_key(name), name)
+
+def _list_folder(folder: str | os.PathLike) -> list[os.DirEntry]:
+    "The entries of `folder`; a folder that cannot be listed is a DatasetError naming it."
+    try:
+        with os.scandir(folder) as it: return list(it)
+    except OSError as e:
+        why = e.strerror or error_summary(e)
+        raise DatasetError(f"the folder '{folder}' cannot be read ({why}), so its images cannot be "
+                           "listed; give the user running training read access to it (e.g. "
+                           f"chmod -R u+rX '{folder}') or move it out of data.root") from None
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try: return entry.is_dir(follow_symlinks=True)
+    except OSError: return False
 
 def _walk_files(folder: Path, visited: set[str] | None = None) -> Iterable[Path]:
-    "All files under `folder` (links followed, each real folder entered once), in natural order."
+    "All files under `folder` (links followed, each real folder entered once), sorted by name."
     visited = set() if visited is None else visited
     real = os.path.realpath(folder)
     if real in visited: return
     visited.add(real)
-    try: entries = sorted(os.scandir(folder), key=lambda e: natural_sort_key(e.name))
-    except OSError: return
+    entries = sorted(_list_folder(folder), key=lambda e: class_sort_key(e.name))
     dirs = []
     for e in entries:
-        try: is_dir = e.is_dir(follow_symlinks=True)
-        except OSError: is_dir = False
-        if is_dir:
+        if _is_dir(e):
             if not _is_hidden(e.name): dirs.append(Path(e.path))
         else: yield Path(e.path)
     for d in dirs: yield from _walk_files(d, visited)
@@ -166,13 +185,9 @@ def _has_jsonl(folder: Path) -> bool:
         real = os.path.realpath(current)
         if real in visited: continue
         visited.add(real)
-        try: entries = list(os.scandir(current))
-        except OSError: continue
-        for e in entries:
+        for e in _list_folder(current):
             if _is_hidden(e.name): continue
-            try: is_dir = e.is_dir(follow_symlinks=True)
-            except OSError: is_dir = False
-            if is_dir: stack.append(e.path)
+            if _is_dir(e): stack.append(e.path)
             elif e.name.lower().endswith(".jsonl"): return True
     return False
 
@@ -182,13 +197,10 @@ def _split_images(files: Iterable[Path]) -> tuple[list[Path], list[Path]]:
     for f in files: (images if is_image_path(f) and not _is_hidden(f.name) else ignored).append(f)
     return images, ignored
 
-def _subdirs(folder: Path) -> list[Path]:
-    "Visible subfolders, natural order."
-    return sorted((p for p in folder.iterdir() if p.is_dir() and not _is_hidden(p.name)),
-                  key=lambda p: natural_sort_key(p.name))
 
 # %% ../../nbs/02_data.datasets.ipynb #842835b1
 _SPLIT_ALIASES = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
+_SPLIT_NAMES = ", ".join(n for names in _SPLIT_ALIASES.values() for n in names)
 _EXPECTED = "expected train/<class>/*.jpg, train/annotations.jsonl or train.csv"
 
 def _label(value: Any) -> str:
@@ -214,52 +226,96 @@ def _annotation_path(root: Path, base: Path, image: Any, where: str) -> Path:
                            "annotation paths must stay inside data.root (no '../' escapes, no outside absolute paths)")
     return path
 
-def _read_jsonl(root: Path, file: Path) -> list[SampleRecord]:
+def _read_text(file: Path) -> str:
+    "An annotation file's text: a regular file in UTF-8 (BOM allowed); anything else: DatasetError."
+    try: fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a pipe must not block
+    except OSError as e:
+        why = e.strerror or error_summary(e)
+        raise DatasetError(f"{file}: cannot be opened ({why}); check its permissions") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise DatasetError(f"{file}: not a regular file (a pipe, device or socket), so it is "
+                               "not read; put the annotation file itself there")
+        data = f.read()
+    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try: return data[bom:].decode("utf-8")
+    except UnicodeDecodeError as e:
+        at = bom + e.start
+        line = data.count(b"\n", 0, at) + 1
+        raise DatasetError(f"{file}, line {line}: the byte 0x{data[at]:02x} at byte offset {at} "
+                           f"is not valid UTF-8 ({e.reason}); annotation files must be UTF-8: save "
+                           "the file again as UTF-8 (spreadsheets: 'CSV UTF-8'; from Latin-1: "
+                           "iconv -f latin1 -t utf-8)") from None
+
+def _read_jsonl(root: Path, file: Path) -> list[tuple[SampleRecord, str]]:
+    "The records of a JSONL file, each with where it was read ('<file>, line <n>')."
     records = []
-    with open(file, encoding="utf-8-sig") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip(): continue
-            where = f"{file}, line {n}"
-            try: obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DatasetError(f"{where}: not valid JSON ({e.msg}); each line must be an object like "
-                                   '{"image": "images/a.jpg", "label": "cat"}') from None
-            if not isinstance(obj, dict) or "image" not in obj or not ({"label", "suffix"} & set(obj)):
-                raise DatasetError(f"{where}: each line needs the keys 'image' and 'label' (or 'suffix'); got "
-                                   f"{sorted(obj) if isinstance(obj, dict) else type(obj).__name__}")
-            label = obj["label"] if "label" in obj else obj["suffix"]
-            if label is None or not str(label).strip(): raise DatasetError(f"{where}: empty label for image {obj['image']!r}")
-            records.append(SampleRecord(_annotation_path(root, file.parent, obj["image"], where), _label(label)))
+    for n, line in enumerate(io.StringIO(_read_text(file), newline=None), 1):
+        if not line.strip(): continue
+        where = f"{file}, line {n}"
+        try: obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"{where}: not valid JSON ({e.msg}); each line must be an object "
+                               'like {"image": "images/a.jpg", "label": "cat"}') from None
+        if not isinstance(obj, dict) or "image" not in obj or not ({"label", "suffix"} & set(obj)):
+            got = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+            raise DatasetError(f"{where}: each line needs the keys 'image' and 'label' (or "
+                               f"'suffix'); got {got}")
+        label = obj["label"] if "label" in obj else obj["suffix"]
+        if label is None or not str(label).strip():
+            raise DatasetError(f"{where}: empty label for image {obj['image']!r}")
+        path = _annotation_path(root, file.parent, obj["image"], where)
+        records.append((SampleRecord(path, _label(label)), where))
     return records
 
-def _read_csv(root: Path, file: Path) -> list[SampleRecord]:
+def _read_csv(root: Path, file: Path) -> list[tuple[SampleRecord, str]]:
+    "The records of a CSV file (columns image,label), each with where it was read."
     records = []
-    with open(file, encoding="utf-8-sig", newline="") as fh:
-        reader = csv.DictReader(fh)
-        columns = [c.strip() for c in (reader.fieldnames or [])]
-        if not {"image", "label"} <= set(columns):
-            raise DatasetError(f"{file}: the header must name the columns 'image' and 'label'; found {columns}")
-        reader.fieldnames = columns
-        for n, row in enumerate(reader, 2):
-            where = f"{file}, line {n}"
-            if not any((v or "").strip() for v in row.values() if isinstance(v, str)): continue
-            if not (row.get("label") or "").strip(): raise DatasetError(f"{where}: empty label for image {row.get('image')!r}")
-            records.append(SampleRecord(_annotation_path(root, file.parent, row.get("image"), where), _label(row["label"])))
+    reader = csv.DictReader(io.StringIO(_read_text(file), newline=""))
+    columns = [c.strip() for c in (reader.fieldnames or [])]
+    if not {"image", "label"} <= set(columns):
+        raise DatasetError(f"{file}: the header must name the columns 'image' and 'label'; "
+                           f"found {columns}")
+    reader.fieldnames = columns
+    for row in reader:
+        where = f"{file}, line {reader.line_num}"
+        if not any((v or "").strip() for v in row.values() if isinstance(v, str)): continue
+        if not (row.get("label") or "").strip():
+            raise DatasetError(f"{where}: empty label for image {row.get('image')!r}")
+        path = _annotation_path(root, file.parent, row.get("image"), where)
+        records.append((SampleRecord(path, _label(row["label"])), where))
     return records
+
+def _refuse_label_conflicts(root: Path, records: list[tuple[SampleRecord, str]], limit: int = 10):
+    "An image that the annotations give two different labels is a DatasetError naming both lines."
+    first: dict[Path, tuple[str, str]] = {}
+    conflicts = []
+    for r, where in records:
+        label, seen_at = first.setdefault(r.path, (r.label, where))
+        if label != r.label:
+            image = _rel(r.path, root)
+            conflicts.append(f"  {image}: {label!r} ({seen_at}) and {r.label!r} ({where})")
+    if conflicts:
+        more = f"\n  ... and {len(conflicts) - limit} more" if len(conflicts) > limit else ""
+        raise DatasetError(f"data.root '{root}': {len(conflicts)} annotation line(s) give an image "
+                           "a second, different label; an image belongs to one class, so keep one "
+                           "label per image (fix or delete one of the lines):\n"
+                           + "\n".join(conflicts[:limit]) + more)
 
 def _scan_class_folders(folder: Path) -> tuple[dict[str, list[Path]], list[Path]]:
     "Images per class subfolder (recursive), and the ignored files (stray files at the top included)."
     per_class, ignored = {}, []
-    for entry in sorted(folder.iterdir(), key=lambda p: natural_sort_key(p.name)):
-        if entry.is_dir():
+    for entry in sorted(_list_folder(folder), key=lambda e: class_sort_key(e.name)):
+        if _is_dir(entry):
             if _is_hidden(entry.name): continue
             # each class walk has its own memory (a link from one class folder into another must not hide
             # the other class), seeded with the split folder so a link back up is never followed
-            images, other = _split_images(_walk_files(entry, {os.path.realpath(folder)}))
+            images, other = _split_images(_walk_files(Path(entry.path), {os.path.realpath(folder)}))
             per_class[_label(entry.name)] = per_class.get(_label(entry.name), []) + images
             ignored += other
-        else: ignored.append(entry)
+        else: ignored.append(Path(entry.path))
     return per_class, ignored
+
 
 # %% ../../nbs/02_data.datasets.ipynb #56637dc1
 def _stratified_split(records: list[SampleRecord], fractions: dict[str, float], seed: int) -> dict[str, list[SampleRecord]]:
@@ -267,8 +323,8 @@ def _stratified_split(records: list[SampleRecord], fractions: dict[str, float], 
     by_class: dict[str, list[SampleRecord]] = {}
     for r in records: by_class.setdefault(r.label, []).append(r)
     out = {"train": [], **{s: [] for s in fractions}}
-    for label in sorted(by_class, key=natural_sort_key):
-        items = sorted(by_class[label], key=lambda r: natural_sort_key(str(r.path)))
+    for label in sorted(by_class, key=class_sort_key):
+        items = sorted(by_class[label], key=lambda r: class_sort_key(str(r.path)))
         random.Random(f"{seed}:{label}").shuffle(items)
         n = len(items)
         sizes = {s: max(1, int(n * f + 0.5)) if f > 0 else 0 for s, f in fractions.items()}
@@ -287,6 +343,29 @@ def _check_fractions(val_fraction: float, test_fraction: float):
         raise ConfigError(f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction}: must stay below 1 to leave train images")
 
 # %% ../../nbs/02_data.datasets.ipynb #1d191dde
+def _refuse_case_collisions(root: Path, class_names: list[str]) -> None:
+    "Class names equal up to letter case (casefold) are a DatasetError naming them."
+    groups: dict[str, list[str]] = {}
+    for name in class_names: groups.setdefault(name.casefold(), []).append(name)
+    clashes = "; ".join(" / ".join(repr(n) for n in g) for g in groups.values() if len(g) > 1)
+    if clashes:
+        raise DatasetError(f"data.root '{root}': class names that differ only in letter case: "
+                           f"{clashes}. A case-insensitive file system (macOS, Windows) would "
+                           "merge their folders, and labels that differ by case alone are easily "
+                           "mixed up; give each class one spelling: rename the folders or labels "
+                           "(merge them when they are the same class)")
+
+def _refuse_loose_train_images(folder: Path, per_class: dict[str, list[Path]], other: list[Path]):
+    "A train/ folder with images directly inside and no class folder: most likely a class 'train'."
+    loose, _ = _split_images(other)
+    if loose and not any(per_class.values()):
+        name = folder.name
+        raise DatasetError(f"'{folder}' holds {len(loose)} image(s) directly but no class folder "
+                           f"with images. A folder named {name!r} is taken for the train split "
+                           f"(the folder names {_SPLIT_NAMES} are reserved for splits), which "
+                           f"needs {name}/<class>/*.jpg; if {name!r} is one of your classes (class "
+                           f"folders without splits), rename that folder, e.g. to '{name}_class'")
+
 def scan_dataset(root: str | os.PathLike, # dataset root (data.root)
                  val_fraction: float = 0.1, # share of each class for val when the dataset has no val split
                  test_fraction: float = 0.1, # share of each class for test, for a flat folder only
@@ -302,29 +381,39 @@ def scan_dataset(root: str | os.PathLike, # dataset root (data.root)
     ignored: list[Path] = []
     sources: dict[str, list[str]] = {}
     train_folder_classes: list[str] = []
+    annotated: list[tuple[SampleRecord, str]] = []  # annotation records, each with its line
+    _list_folder(root)  # an unreadable data.root is named as such, not taken for an empty one
     if _find_split(root, "train", ".csv"):
         fmt = DatasetFormat.csv
         for split in SPLITS:
             if (f := _find_split(root, split, ".csv")):
-                raw[split] = _read_csv(root, f); sources[split] = [_rel(f, root)]
+                annotated += (entries := _read_csv(root, f))
+                raw[split] = [r for r, _ in entries]; sources[split] = [_rel(f, root)]
     elif (train_dir := _find_split(root, "train")) and _has_jsonl(train_dir):
         fmt = DatasetFormat.jsonl
         for split in SPLITS:
             if not (folder := _find_split(root, split)): continue
             files = [p for p in _walk_files(folder) if p.suffix.lower() == ".jsonl" and not _is_hidden(p.name)]
             if not files: continue
-            raw[split] = [r for f in files for r in _read_jsonl(root, f)]
+            annotated += (entries := [e for f in files for e in _read_jsonl(root, f)])
+            raw[split] = [r for r, _ in entries]
             sources[split] = [_rel(f, root) for f in files]
     elif train_dir:
         fmt = DatasetFormat.folders
         for split in SPLITS:
             if not (folder := _find_split(root, split)): continue
             per_class, other = _scan_class_folders(folder)
-            if split == "train": train_folder_classes = list(per_class)
+            if split == "train":
+                train_folder_classes = list(per_class)
+                _refuse_loose_train_images(folder, per_class, other)
             raw[split] = [SampleRecord(p, label) for label, paths in per_class.items() for p in paths]
             ignored += other; sources[split] = [_rel(folder, root) + "/"]
-    elif any(_find_split(root, s) for s in ("val", "test")):
-        raise DatasetError(f"data.root '{root}' has no train/ folder; {_EXPECTED}")
+    elif found := [p.name for s in ("val", "test") if (p := _find_split(root, s))]:
+        raise DatasetError(f"data.root '{root}' has no train/ folder; {_EXPECTED}. It has "
+                           f"{', '.join(found)}/, taken for a split because the folder names "
+                           f"{_SPLIT_NAMES} are reserved for splits; if {found[0]!r} is one of "
+                           "your classes (class folders without splits), rename that folder, e.g. "
+                           f"to '{found[0]}_class'")
     else:
         per_class, other = _scan_class_folders(root)
         if not any(per_class.values()):
@@ -335,7 +424,9 @@ def scan_dataset(root: str | os.PathLike, # dataset root (data.root)
         raw["train"] = [SampleRecord(p, label) for label, paths in per_class.items() for p in paths]
         ignored += other; sources["train"] = ["./"]
 
-    class_names = sorted({r.label for r in raw.get("train", [])}, key=natural_sort_key)
+    _refuse_label_conflicts(root, annotated)
+    class_names = sorted({r.label for r in raw.get("train", [])}, key=class_sort_key)
+    _refuse_case_collisions(root, class_names)
     empty = [c for c in train_folder_classes if c not in class_names]
     if empty:
         warnings.warn(f"class folder(s) without images in train: {empty}; they are left out of the class list", DatasetWarning, stacklevel=2)
@@ -352,7 +443,7 @@ def scan_dataset(root: str | os.PathLike, # dataset root (data.root)
         records = raw.get(split, [])
         bad = Counter(r.label for r in records if r.label not in known)
         if bad:
-            unknown[split] = dict(sorted(bad.items(), key=lambda kv: natural_sort_key(kv[0])))
+            unknown[split] = dict(sorted(bad.items(), key=lambda kv: class_sort_key(kv[0])))
             warnings.warn(f"{split}: {sum(bad.values())} image(s) with label(s) unknown to train are excluded: "
                           f"{unknown[split]}", DatasetWarning, stacklevel=2)
         splits[split] = [r for r in records if r.label in known]
