@@ -180,24 +180,24 @@ def test_predictor_installs_from_the_wheel_without_torch(tmp_path):
     image = sorted((tiny.data_root / "test").rglob("*.png"))[0]
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(ROOT),
-                    "-w", str(wheels)],
-                   check=True, timeout=600)
+                    "-w", str(wheels)], check=True, timeout=600)
     (wheel,) = wheels.glob("classifier_training-*.whl")
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    # the fresh venv sees only itself: no PYTHONPATH, and not started in a checkout (python -m adds the cwd)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PIP_REQUIRE_VIRTUALENV")}
+    def in_venv(*cmd, **kw): return subprocess.run(list(map(str, cmd)), cwd=tmp_path, env=env, timeout=900, **kw)
+    in_venv(sys.executable, "-m", "venv", venv, check=True)
     py = venv / ("Scripts" if sys.platform == "win32" else "bin") / "python"
-    pip = [str(py), "-m", "pip", "install", "-q"]
-    subprocess.run([*pip, "--no-deps", str(wheel)], check=True, timeout=600)  # the README's torch-free route
-    subprocess.run([*pip, "-c", str(ROOT / "constraints.txt"), "numpy", "pillow", "onnxruntime"], check=True,
-                   timeout=900)
+    in_venv(py, "-m", "pip", "install", "-q", "--no-deps", wheel, check=True)  # the README's torch-free route
+    in_venv(py, "-m", "pip", "install", "-q", "-c", ROOT / "constraints.txt", "numpy", "pillow", "onnxruntime",
+            check=True)
     cli = shutil.which("classifier-predict", path=str(py.parent))
-    proc = subprocess.run([cli, str(tiny.model_path), str(image), "--top-k", "2"], capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert cli, f"classifier-predict is not installed in {py.parent}"
+    proc = in_venv(cli, tiny.model_path, image, "--top-k", "2", capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert image.name in proc.stdout and any(c in proc.stdout for c in tiny.class_names), proc.stdout
     no_torch = "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is not None)"
-    assert subprocess.run([str(py), "-c", no_torch], timeout=60).returncode == 0, "torch is installed in the venv"
+    assert in_venv(py, "-c", no_torch).returncode == 0, "torch is installed in the venv"
     check = "import classifier_training.predict as p, sys; print(p.__file__); assert 'torch' not in sys.modules"
-    out = subprocess.run([str(py), "-c", check], capture_output=True, text=True, check=True, cwd=tmp_path,
-                         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"}).stdout
+    out = in_venv(py, "-c", check, capture_output=True, text=True, check=True).stdout
     assert str(venv) in out, f"the predictor was not imported from the fresh venv: {out}"
