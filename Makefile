@@ -14,8 +14,8 @@ ARGS ?=
 PYTEST_ARGS ?=
 CHROMIUM_FIX := apt-get install -y chromium
 
-.PHONY: install install-dev train test test-fast test-slow check-sync nbtest pytest docs lab bench browser \
-	clean-run-outputs
+.PHONY: install install-dev train test test-fast test-slow check-sync nbtest pytest docs lab bench \
+	browser clean-run-outputs
 
 $(STAMP): settings.ini setup.py constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -31,7 +31,7 @@ $(DEV_STAMP): $(STAMP)
 
 install: $(STAMP) ## create .venv and install the library (editable) with what training needs
 
-install-dev: $(DEV_STAMP) ## the same plus the dev extras (nbdev, JupyterLab, pytest, Playwright, smalldocs)
+install-dev: $(DEV_STAMP) ## the same plus the dev extras (nbdev, JupyterLab, pytest, Playwright)
 
 train: install ## train on the embedded sample data (pass Hydra overrides with ARGS="...")
 	$(BIN)/classifier-train $(ARGS)
@@ -47,10 +47,12 @@ nbtest: install-dev ## run every notebook as a test (slow cells too when FLAGS=s
 pytest: install-dev ## pytest suite (fast tests; PYTEST_ARGS="-m slow" for the slow ones)
 	OMP_NUM_THREADS=1 $(PY) tools/run_pytest.py $(PYTEST_ARGS)
 
-# The docs-site tests open every page in Chromium: install it (as .ci/run does) when root with apt-get, else stop
-# with the command; CLASSIFIER_TRAINING_SKIP_BROWSER=1 skips those tests on purpose.
+# The docs-site tests open every page in Chromium: install it when root with apt-get, else stop with
+# the command; CLASSIFIER_TRAINING_SKIP_BROWSER=1 skips those tests on purpose.
 browser: ## Chromium for the docs-site browser tests
-	@if [ "$${CLASSIFIER_TRAINING_SKIP_BROWSER:-}" = 1 ] || command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then
+	@if [ "$${CLASSIFIER_TRAINING_SKIP_BROWSER:-}" = 1 ]; then
+	  exit 0
+	elif command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then
 	  exit 0
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 	  echo "installing Chromium for the docs-site tests ($(CHROMIUM_FIX))"
