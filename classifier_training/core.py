@@ -130,6 +130,11 @@ def _fsync_dir(folder: Path):
         try: os.fsync(fd)
         finally: os.close(fd)
 
+def _set_mode(fd: int, path: str, mode: int):
+    # os.fchmod is POSIX-only before Python 3.13 (Windows); there os.chmod on the path does the same job
+    if hasattr(os, "fchmod"): os.fchmod(fd, mode)
+    else: os.chmod(path, mode)
+
 @contextlib.contextmanager
 def atomic_writer(path: str | os.PathLike, # file to create or replace
                   mode: str = "wb", # "wb" for bytes, "w" for text (UTF-8)
@@ -139,7 +144,7 @@ def atomic_writer(path: str | os.PathLike, # file to create or replace
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; an artifact gets a normal file's mode
+        _set_mode(fd, tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; an artifact gets a normal file's mode
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
             f.flush()
