@@ -28,6 +28,15 @@ SCRIPTS = [
 ]
 
 
+KEPT_SECTIONS = ("## Moved from the configs",)  # hand-written sections that a fresh run keeps, at the end
+
+
+def kept_sections(text: str) -> str:
+    "The hand-written sections (KEPT_SECTIONS) of an existing RESULTS.md."
+    parts = re.split(r"(?m)^(?=## )", text)
+    return "".join("\n" + part.strip("\n") + "\n" for part in parts if part.startswith(KEPT_SECTIONS))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--full", action="store_true", help="long forms of every script (well over ten minutes)")
@@ -35,6 +44,7 @@ def main() -> int:
     args = ap.parse_args()
     header = ("# Benchmark results\n\nThe last `make bench` run; each section below is written by one script in bench/. The figures are ratios measured side by side, but on a machine that shares its cores with other virtual machines a single run still moves by 10-30 % (the same dataset check measured 10,000 and 6,000 images/s in two runs an hour apart); the ten-minute form takes one steady epoch per variant for the callback stack. `--full` repeats more.\n\n")
     header += "Machine: " + ", ".join(f"{k} {v}" for k, v in machine().items()) + "\n"
+    kept = kept_sections(RESULTS_PATH.read_text()) if RESULTS_PATH.exists() else ""
     RESULTS_PATH.write_text(header)
     failed, started = [], time.perf_counter()
     for script, quick_args, full_args in SCRIPTS:
@@ -47,6 +57,7 @@ def main() -> int:
         print(f"=== {script}: exit {rc} after {time.perf_counter() - t0:.0f} s", flush=True)
         if rc != 0:
             failed.append(script)
+    with open(RESULTS_PATH, "a") as f: f.write(kept)
     rows = [line for line in RESULTS_PATH.read_text().splitlines() if re.match(r"^\|[^|]*\|[^|]*\|[^|]*\|\s*[<>]=", line)]
     print(f"\nAll figures with an aim ({time.perf_counter() - started:.0f} s in all; details in {RESULTS_PATH}):")
     for row in rows:
