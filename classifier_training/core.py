@@ -25,10 +25,10 @@ if TYPE_CHECKING:
 
 # %% auto #0
 __all__ = ['INTERPOLATIONS', 'IMAGE_EXTENSIONS', 'ClassifierTrainingError', 'DatasetError', 'ConfigError', 'ExportError',
-           'error_summary', 'ClassificationBatch', 'PreprocessingConfig', 'atomic_writer', 'atomic_write_bytes',
-           'atomic_write_text', 'atomic_write_json', 'atomic_save_figure', 'is_image_path', 'natural_sort_key',
-           'sha256_bytes', 'sha256_file', 'ImageReadError', 'to_rgb', 'load_image_rgb', 'labels_mapping',
-           'write_labels_mapping']
+           'CheckpointError', 'error_summary', 'ClassificationBatch', 'PreprocessingConfig', 'atomic_writer',
+           'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'atomic_save_figure', 'is_image_path',
+           'natural_sort_key', 'sha256_bytes', 'sha256_file', 'ImageReadError', 'to_rgb', 'load_image_rgb',
+           'labels_mapping', 'write_labels_mapping']
 
 # %% ../nbs/00_core.ipynb #e2e397be
 class ClassifierTrainingError(Exception):
@@ -42,6 +42,9 @@ class ConfigError(ClassifierTrainingError):
 
 class ExportError(ClassifierTrainingError):
     "The ONNX export failed or did not match PyTorch."
+
+class CheckpointError(ClassifierTrainingError):
+    "A checkpoint file is missing, unreadable, unsafe (pickled code) or lacks what the caller needs."
 
 # %% ../nbs/00_core.ipynb #9a854279
 def error_summary(error: BaseException, # any exception, possibly with an empty or multi-line message

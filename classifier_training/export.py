@@ -8,19 +8,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import os
 import shutil
 import statistics
 import sys
 import tempfile
 import time
-import types
 import warnings
 from pathlib import Path
 from typing import Sequence
 
-import lightning.pytorch as pl
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -29,19 +26,17 @@ from torch import nn
 from PIL import Image
 
 from . import __version__
-from .callbacks.ema import EMACallback
+from .checkpoints import load_checkpoint_model
 from .core import (ClassifierTrainingError, ConfigError, ExportError, PreprocessingConfig,
-                                      atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_bytes,
-                                      sha256_file, write_labels_mapping)
+                                      atomic_write_bytes, atomic_write_json, atomic_write_text, error_summary,
+                                      sha256_bytes, sha256_file, write_labels_mapping)
 from .data.datasets import ImageReadError, load_image_rgb
 from .data.sample import write_sample_subset
 from .data.transforms import build_eval_transform
-from .model import ImageClassifier
-from .test_utils import tiny_datamodule, tiny_dataset, tiny_module, tiny_trainer
 
 # %% auto #0
-__all__ = ['METADATA_KEYS', 'model_metadata', 'load_checkpoint_model', 'UInt8Classifier', 'export_graph', 'verify_onnx',
-           'measure_latency', 'ExportResult', 'export_onnx', 'main']
+__all__ = ['METADATA_KEYS', 'model_metadata', 'UInt8Classifier', 'export_graph', 'verify_onnx', 'measure_latency', 'ExportResult',
+           'export_onnx', 'main']
 
 # %% ../nbs/30_export.ipynb #c9ddc117
 METADATA_KEYS = ("classifier_training_version", "class_names", "preprocessing", "labels_mapping_sha256",
@@ -74,33 +69,6 @@ def model_metadata(class_names: Sequence[str], # class names in index order
             "weights": weights, "input_description": _input_description(pre, with_preprocessing, layout)}
     assert tuple(meta) == METADATA_KEYS
     return meta
-
-# %% ../nbs/30_export.ipynb #afada946
-def load_checkpoint_model(ckpt_path: str | os.PathLike, # a .ckpt written by classifier-train
-                          weights: str = "ema", # 'ema': the checkpoint's state_dict (EMA when EMA was on); 'raw': current_model_state
-                         ) -> tuple[nn.Module, str]:
-    "Rebuild the `ImageClassifier` of a checkpoint with its EMA or raw weights; returns (model, weights used)."
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise ExportError(f"{path}: no such checkpoint file" + ("; it is a folder, give the .ckpt inside it" if path.is_dir() else ""))
-    try: ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        detail = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise ExportError(f"{path} is not a checkpoint torch.load can read with weights_only=True ({detail}); "
-                          "give a .ckpt written by classifier-train") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
-        raise ExportError(f"{path} has no 'state_dict' and 'hyper_parameters'; give a Lightning checkpoint of an ImageClassifier")
-    has_ema = "current_model_state" in ckpt
-    if weights == "raw" and has_ema: state, used = ckpt["current_model_state"], "raw"
-    else: state, used = ckpt["state_dict"], ("ema" if has_ema else "raw")
-    hparams = dict(ckpt["hyper_parameters"])
-    if "compile" in hparams: hparams["compile"] = False
-    try:
-        model = ImageClassifier(**hparams)
-        model.load_state_dict(state)
-    except (TypeError, RuntimeError, ClassifierTrainingError) as e:
-        raise ExportError(f"{path}: cannot rebuild the ImageClassifier from it ({str(e).splitlines()[0][:300]})") from None
-    return model.eval(), used
 
 # %% ../nbs/30_export.ipynb #4ebd59c5
 class _Logits(nn.Module):
@@ -142,7 +110,7 @@ def export_graph(module: nn.Module, # the graph to export (in eval mode)
                                         input_names=["images"], output_names=[output_name], verbose=False,
                                         dynamic_shapes=({0: torch.export.Dim("batch")},))
     except Exception as e:
-        raise ExportError(f"torch.onnx.export failed: {(str(e).strip().splitlines() or [type(e).__name__])[0][:300]}") from None
+        raise ExportError(f"torch.onnx.export failed: {error_summary(e)}") from None
     return program.model_proto
 
 # %% ../nbs/30_export.ipynb #38a3305d
@@ -212,7 +180,7 @@ def verify_onnx(onnx_model: str | os.PathLike | bytes, # model.onnx (path or byt
         for idx in _cycled_batches(len(feed), int(bs)):
             try: out = session.run(None, {meta["input_name"]: feed[idx]})[0]
             except Exception as e:
-                raise ExportError(f"onnxruntime failed on a batch of {len(idx)}: {str(e).strip().splitlines()[0][:300]}") from None
+                raise ExportError(f"onnxruntime failed on a batch of {len(idx)}: {error_summary(e)}") from None
             if out.shape != (len(idx), reference.shape[1]):
                 raise ExportError(f"onnxruntime returned shape {out.shape} for a batch of {len(idx)}; expected {(len(idx), reference.shape[1])}")
             diffs.append(float(np.abs(out - reference[idx]).max()))
@@ -342,7 +310,7 @@ def export_onnx(source: str | os.PathLike | nn.Module, # checkpoint path, ImageC
         onnx.helper.set_model_props(proto, meta)
         proto.doc_string = f"classifier_training {__version__}: {len(names)}-class image classifier. Input: {meta['input_description']}"
         try: onnx.checker.check_model(proto, full_check=True)
-        except Exception as e: raise ExportError(f"onnx.checker rejected the exported graph: {str(e).splitlines()[0][:300]}") from None
+        except Exception as e: raise ExportError(f"onnx.checker rejected the exported graph: {error_summary(e)}") from None
         data = proto.SerializeToString()
         verification = verify_onnx(data, model, verify_images, batch_sizes, atol, raise_on_failure=False)
         verification["images_from"] = verify_source
@@ -373,36 +341,6 @@ def export_onnx(source: str | os.PathLike | nn.Module, # checkpoint path, ImageC
         shutil.rmtree(scratch, ignore_errors=True)
         model.to(device).train(was_training)
     return ExportResult(model_path, lm_path, report_path, md_path, report["sha256"], names, pre, report)
-
-# %% ../nbs/30_export.ipynb #d8bd1e51
-def _tiny_trained_export(work: str | os.PathLike, # scratch folder (data, run, export)
-                         per_class: int = 8, # sample images per class in train and val (all ten classes)
-                         test_per_class: int = 4, # test images per class (100: the whole sample test split)
-                         **export_kwargs, # passed to export_onnx
-                        ) -> types.SimpleNamespace:
-    "Train a tiny model for a few steps on sample images (EMA on, checkpointing on) and export it."
-    work = Path(work)
-    pl.seed_everything(0, verbose=False)
-    root = tiny_dataset(work / "data", per_class=per_class, classes=None, splits=("train", "val"))
-    os.replace(tiny_dataset(work / "test_data", per_class=test_per_class, classes=None, splits=("test",)) / "test", root / "test")
-    dm = tiny_datamodule(root, batch_size=16, check_workers=0, cache_dir=work / "cache")
-    dm.setup()
-    model = tiny_module(dm.num_classes, class_names=dm.class_names, preprocessing=dm.preprocessing.to_dict(), lr=5e-3)
-    log = logging.getLogger("lightning.pytorch")
-    level = log.level
-    try:
-        log.setLevel(logging.WARNING)  # no "GPU available" lines in demos
-        trainer = tiny_trainer(work / "run", limit_train_batches=3, enable_checkpointing=True,
-                               callbacks=[EMACallback(decay=0.9, warmup_steps=1)])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            trainer.fit(model, dm)
-    finally: log.setLevel(level)
-    export_kwargs.setdefault("latency_repeats", 2)
-    result = export_onnx(model, work / "export", verify_images=dm.val_dataset.paths, **export_kwargs)
-    return types.SimpleNamespace(model=model, datamodule=dm, result=result, model_path=result.model_path,
-                                 data_root=root, checkpoint=Path(trainer.checkpoint_callback.best_model_path),
-                                 class_names=result.class_names, preprocessing=result.preprocessing)
 
 # %% ../nbs/30_export.ipynb #654a3cc6
 def _image_files(paths: Sequence[str]) -> list[Path]:

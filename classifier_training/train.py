@@ -19,7 +19,6 @@ import io
 import json
 import logging
 import os
-import pickle
 import platform
 import re
 import socket
@@ -40,15 +39,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import GradClipAlgorithmType
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.table import Table
 
+from .checkpoints import AtomicCheckpointIO, resolve_resume
 from .core import (ClassifierTrainingError, ConfigError, atomic_write_json, atomic_write_text,
-                                      atomic_writer, error_summary, natural_sort_key)
+                                      error_summary, natural_sort_key)
 from .data.check import CHECK_POLICIES
 from .data.datamodule import CLASS_WEIGHT_POLICIES, SAMPLER_POLICIES, ImageClassificationDataModule
 from .data.transforms import AUTO_AUGMENT_POLICIES, build_train_transform
@@ -59,10 +58,10 @@ from .model import LOSSES, OPTIMIZERS, ImageClassifier
 # %% auto #0
 __all__ = ['CONF_DIR', 'CONFIG_GROUPS', 'CONFIG_TARGETS', 'FILLED_BY_PIPELINE', 'CONFIG_CHOICES', 'ROOT_KEYS', 'RUN_ARTIFACTS',
            'config_group_options', 'config_parameters', 'config_schema', 'nearest_key', 'validate_config',
-           'check_overrides', 'compose_config', 'AtomicCheckpointIO', 'resolve_resume', 'datamodule_arguments',
-           'build_datamodule', 'build_model', 'build_callbacks', 'build_logger', 'BestValMetrics', 'build_trainer',
-           'library_versions', 'config_hash', 'dataset_file_list_hash', 'git_commit', 'run_manifest', 'TrainResult',
-           'remove_stale_temp_files', 'train', 'log_terminal_output', 'main']
+           'check_overrides', 'compose_config', 'datamodule_arguments', 'build_datamodule', 'build_model',
+           'build_callbacks', 'build_logger', 'BestValMetrics', 'build_trainer', 'library_versions', 'config_hash',
+           'dataset_file_list_hash', 'git_commit', 'run_manifest', 'TrainResult', 'remove_stale_temp_files', 'train',
+           'log_terminal_output', 'main']
 
 # %% ../nbs/40_train.ipynb #39c97637
 CONF_DIR = Path(str(importlib.resources.files("classifier_training") / "conf"))  # the packaged Hydra configs
@@ -305,60 +304,6 @@ def compose_config(overrides: list[str] = (), # command-line style overrides, as
         cfg.paths.run_dir = str(Path(run_dir).expanduser().absolute())
     validate_config(cfg)
     return cfg
-
-# %% ../nbs/40_train.ipynb #26a9b416
-class AtomicCheckpointIO(TorchCheckpointIO):
-    "Lightning CheckpointIO that saves through a temp file + fsync + rename and loads with weights_only=True."
-    def save_checkpoint(self, checkpoint: dict[str, Any], # the state Lightning dumps
-                        path: str | os.PathLike, # target .ckpt file
-                        storage_options: Any | None = None, # unsupported, as in TorchCheckpointIO
-                       ) -> None:
-        "Write `checkpoint` to `path` atomically (remote fsspec paths fall back to Lightning's own save)."
-        if "://" in str(path): return super().save_checkpoint(checkpoint, path, storage_options)
-        if storage_options is not None:
-            raise TypeError(f"{type(self).__name__} does not support storage_options")
-        with atomic_writer(path, "wb") as f: torch.save(checkpoint, f)
-
-    def load_checkpoint(self, path: str | os.PathLike, # checkpoint file
-                        map_location: Any = lambda storage, loc: storage, # torch.load map_location
-                        weights_only: bool | None = True, # None is taken as True: no code runs from the file
-                       ) -> dict[str, Any]:
-        "Load a checkpoint, by default with `weights_only=True`."
-        return super().load_checkpoint(path, map_location=map_location, weights_only=True if weights_only is None else weights_only)
-
-# %% ../nbs/40_train.ipynb #20d7b9b1
-def resolve_resume(resume: str | None, # "none", "auto", or a path to a .ckpt file or a run folder
-                   checkpoint_dir: str | os.PathLike, # where this run's ModelCheckpoint writes last.ckpt
-                  ) -> Path | None:
-    "The checkpoint to resume from, or None to start fresh; a `resume` path that holds no loadable checkpoint is an error."
-    if resume is None or str(resume).strip().lower() in ("", "none", "null", "false", "no"): return None
-    if str(resume).strip().lower() == "auto":
-        last = Path(checkpoint_dir) / "last.ckpt"
-        return _loadable_checkpoint(last, resume) if last.is_file() else None
-    path = Path(str(resume)).expanduser()
-    if path.is_file(): return _loadable_checkpoint(path, resume)
-    if path.is_dir():
-        for candidate in (path / "checkpoints" / "last.ckpt", path / "last.ckpt"):
-            if candidate.is_file(): return _loadable_checkpoint(candidate, resume)
-        raise ConfigError(f"resume={resume}: the folder {path} holds no checkpoints/last.ckpt; "
-                          "give a .ckpt file, a run folder that has one, auto or none")
-    raise ConfigError(f"resume={resume}: {path} does not exist; give a .ckpt file, a run folder, auto or none")
-
-def _loadable_checkpoint(path: Path, resume) -> Path:
-    "`path` if it loads with `weights_only=True` and holds a training state; else a ConfigError naming the file."
-    try: ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except pickle.UnpicklingError as e:
-        raise ConfigError(f"resume={resume}: {path} holds Python objects that a safe load (weights_only=True) refuses "
-                          f"({str(e).strip().splitlines()[-1][:200]}); nothing from it was run. Resume only from "
-                          "checkpoints written by classifier-train, or give resume=none") from None
-    except Exception as e:
-        raise ConfigError(f"resume={resume}: {path} is not a readable checkpoint ({type(e).__name__}: "
-                          f"{str(e).strip()[:200]}); give another .ckpt file, its run folder, or resume=none") from None
-    missing = [k for k in ("state_dict", "optimizer_states", "loops") if k not in (ckpt if isinstance(ckpt, dict) else {})]
-    if missing:
-        raise ConfigError(f"resume={resume}: {path} is not a training checkpoint (no {', '.join(missing)}); resume "
-                          "needs a last.ckpt or best-*.ckpt written by classifier-train")
-    return path
 
 # %% ../nbs/40_train.ipynb #1aa61c2a
 def datamodule_arguments(cfg: DictConfig, # a composed config

@@ -13,7 +13,8 @@ import torch
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from classifier_training.callbacks.ema import EMACallback, ema_update_count, load_ema_weights, load_raw_weights
+from classifier_training.callbacks.ema import EMACallback
+from classifier_training.checkpoints import ema_update_count, load_ema_weights, load_raw_weights
 from classifier_training.core import ClassifierTrainingError
 from classifier_training.data.datamodule import ImageClassificationDataModule
 from classifier_training.data.sample import write_sample_subset

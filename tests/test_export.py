@@ -14,13 +14,14 @@ import torch
 from classifier_training.core import ExportError, PreprocessingConfig, sha256_file
 from classifier_training.data.datasets import load_image_rgb
 from classifier_training.data.transforms import build_eval_transform
-from classifier_training.export import (METADATA_KEYS, _tiny_trained_export, export_onnx, load_checkpoint_model,
-                                        verify_onnx)
+from classifier_training.checkpoints import load_checkpoint_model
+from classifier_training.export import METADATA_KEYS, export_onnx, verify_onnx
+from classifier_training.test_utils import tiny_trained_export
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    return _tiny_trained_export(tmp_path_factory.mktemp("export"))
+    return tiny_trained_export(tmp_path_factory.mktemp("export"))
 
 
 def _cli(*args):

@@ -13,7 +13,7 @@ from PIL import Image
 
 from classifier_training.core import PreprocessingConfig, load_image_rgb
 from classifier_training.data.transforms import build_eval_transform
-from classifier_training.export import _tiny_trained_export
+from classifier_training.test_utils import tiny_trained_export
 from classifier_training.predict import ModelFileError, OnnxClassifier, preprocess_image
 
 PREDICT = ("import sys; from classifier_training.predict import main; rc = main(sys.argv[1:]); "
@@ -23,7 +23,7 @@ PREDICT = ("import sys; from classifier_training.predict import main; rc = main(
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     "A tiny model trained briefly on sample images, exported; the data root holds the whole sample test split."
-    return _tiny_trained_export(tmp_path_factory.mktemp("predict"), test_per_class=100)
+    return tiny_trained_export(tmp_path_factory.mktemp("predict"), test_per_class=100)
 
 
 def _predict(*args):

@@ -203,7 +203,7 @@ def build_damaged_dataset(folder: Path) -> Path:
 # ---------------------------------------------------------------- subprocess helpers (Python run with `-c`)
 KILLED_SAVE = r"""
 import io, os, signal, sys, torch
-from classifier_training.train import AtomicCheckpointIO
+from classifier_training.checkpoints import AtomicCheckpointIO
 path = sys.argv[1]
 plugin = AtomicCheckpointIO()
 plugin.save_checkpoint({"state_dict": {"w": torch.arange(1000.0)}, "global_step": 1, "epoch": 0}, path)  # A
@@ -248,13 +248,14 @@ T.main()
 CRASHING_TRAIN = r"""
 import os, signal, sys
 import classifier_training.train as T
+from classifier_training.checkpoints import AtomicCheckpointIO
 crash_epoch = int(os.environ["CT_CRASH_AFTER_EPOCH"])
-save = T.AtomicCheckpointIO.save_checkpoint
+save = AtomicCheckpointIO.save_checkpoint
 def save_then_die(self, checkpoint, path, storage_options=None):
     save(self, checkpoint, path, storage_options)
     if os.path.basename(str(path)) == "last.ckpt" and checkpoint.get("epoch") == crash_epoch:
         os.kill(os.getpid(), signal.SIGKILL)
-T.AtomicCheckpointIO.save_checkpoint = save_then_die
+AtomicCheckpointIO.save_checkpoint = save_then_die  # the class the pipeline's Trainer uses
 sys.argv = ["classifier-train", *sys.argv[1:]]
 T.main()
 """
@@ -581,19 +582,20 @@ def evil_checkpoint(work) -> tuple[Path, Path]:
 
 
 def test_ema_loaders_refuse_a_checkpoint_with_pickled_code(evil_checkpoint):
-    from classifier_training.callbacks.ema import load_ema_weights, load_raw_weights
-    from classifier_training.core import ClassifierTrainingError
+    from classifier_training.checkpoints import load_ema_weights, load_raw_weights
+    from classifier_training.core import CheckpointError
     path, marker = evil_checkpoint
     for load in (load_ema_weights, load_raw_weights):
-        with pytest.raises(ClassifierTrainingError, match="weights_only"): load(path)
+        with pytest.raises(CheckpointError, match="weights_only"): load(path)
     assert not marker.exists()
 
 
 def test_export_refuses_a_checkpoint_with_pickled_code(evil_checkpoint, tmp_path, capsys):
-    from classifier_training.core import ExportError
-    from classifier_training.export import load_checkpoint_model, main
+    from classifier_training.checkpoints import load_checkpoint_model
+    from classifier_training.core import CheckpointError
+    from classifier_training.export import main
     path, marker = evil_checkpoint
-    with pytest.raises(ExportError, match="weights_only"): load_checkpoint_model(path)
+    with pytest.raises(CheckpointError, match="weights_only"): load_checkpoint_model(path)
     assert main([str(path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("classifier-export: error: ") and str(path) in err and "Traceback" not in err
@@ -603,7 +605,7 @@ def test_export_refuses_a_checkpoint_with_pickled_code(evil_checkpoint, tmp_path
 def test_resume_and_lightning_loading_refuse_a_checkpoint_with_pickled_code(evil_checkpoint):
     import pickle
     from classifier_training.model import ImageClassifier
-    from classifier_training.train import AtomicCheckpointIO
+    from classifier_training.checkpoints import AtomicCheckpointIO
     path, marker = evil_checkpoint
     for weights_only in (True, None):  # None is what a caller that does not say gets
         with pytest.raises(pickle.UnpicklingError): AtomicCheckpointIO().load_checkpoint(path, weights_only=weights_only)

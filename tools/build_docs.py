@@ -99,7 +99,7 @@ def localize_doc_links(site: Path, proc: Path, hosted: str) -> int:
     """Point nbdev's links to symbols (`hosted`/core.html#x, the hosted site's page names) at this site's pages.
 
     nbdev links every backticked symbol to its page on the hosted Quarto site, whose page names come from
-    each notebook's `output-file` (numbers dropped: `11_test_utils.ipynb` -> `test_utils.html`); smalldocs
+    each notebook's `output-file` (numbers dropped: `90_test_utils.ipynb` -> `test_utils.html`); smalldocs
     names pages after the notebooks. Returns the number of links rewritten."""
     pages = {}  # hosted page path -> this site's page path, both relative to the site root
     for nb in proc.rglob("*.ipynb"):

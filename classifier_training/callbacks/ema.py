@@ -5,8 +5,6 @@
 # %% ../../nbs/20_callbacks.ema.ipynb #577ad35d
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,10 +12,10 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
 
-from ..core import ClassifierTrainingError, ConfigError
+from ..core import ConfigError
 
 # %% auto #0
-__all__ = ['ema_decay_at', 'EMACallback', 'load_ema_weights', 'load_raw_weights', 'ema_update_count']
+__all__ = ['ema_decay_at', 'EMACallback']
 
 # %% ../../nbs/20_callbacks.ema.ipynb #45404ae8
 def ema_decay_at(num_updates: int, # updates already made to the average (0 for the first one)
@@ -91,39 +89,3 @@ class EMACallback(WeightAveraging):
         "On resume restore raw weights, EMA and count; outside fit keep the loaded `state_dict` (the EMA)."
         if trainer.state.fn == TrainerFn.FITTING and self._average_model is not None:
             super().on_load_checkpoint(trainer, pl_module, checkpoint)
-
-# %% ../../nbs/20_callbacks.ema.ipynb #e752b2a3
-def _read_checkpoint(ckpt_path: str | os.PathLike) -> dict:
-    path = Path(ckpt_path)
-    if not path.is_file(): raise ClassifierTrainingError(f"checkpoint {path} not found; give the path of a .ckpt file")
-    try: return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ClassifierTrainingError(f"checkpoint {path} cannot be read with weights_only=True ({type(e).__name__}: {e}); "
-                                      "is it a Lightning checkpoint written by classifier_training?") from e
-
-def _require_ema(ckpt: dict, path) -> None:
-    if "current_model_state" not in ckpt or "state_dict" not in ckpt:
-        raise ClassifierTrainingError(
-            f"checkpoint {path} holds no EMA weights (no 'current_model_state' key): it was not written during fit "
-            "with EMACallback. Its 'state_dict' is the only set of weights; load that, or train with callbacks=[EMACallback()].")
-
-def load_ema_weights(ckpt_path: str | os.PathLike, # a checkpoint written during fit with EMACallback
-                    ) -> dict[str, torch.Tensor]:
-    "The EMA weights (a LightningModule `state_dict`, on CPU) stored in a checkpoint."
-    ckpt = _read_checkpoint(ckpt_path)
-    _require_ema(ckpt, ckpt_path)
-    return ckpt["state_dict"]
-
-def load_raw_weights(ckpt_path: str | os.PathLike, # a checkpoint written during fit with EMACallback
-                    ) -> dict[str, torch.Tensor]:
-    "The raw (non-averaged) weights stored next to the EMA in a checkpoint."
-    ckpt = _read_checkpoint(ckpt_path)
-    _require_ema(ckpt, ckpt_path)
-    return ckpt["current_model_state"]
-
-def ema_update_count(ckpt_path: str | os.PathLike, # a checkpoint written during fit with EMACallback
-                    ) -> int:
-    "How many EMA updates the checkpoint's average holds."
-    ckpt = _read_checkpoint(ckpt_path)
-    _require_ema(ckpt, ckpt_path)
-    return int(ckpt.get("averaging_state", {}).get("n_averaged", 0))
