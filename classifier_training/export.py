@@ -27,9 +27,10 @@ from PIL import Image
 
 from . import __version__
 from .checkpoints import load_checkpoint_model
-from .core import (ClassifierTrainingError, ConfigError, ExportError, PreprocessingConfig,
-                                      atomic_write_bytes, atomic_write_json, atomic_write_text, error_summary,
-                                      sha256_bytes, sha256_file, write_labels_mapping)
+from .core import (ClassifierTrainingError, ConfigError, ExportError,
+                                      PreprocessingConfig, atomic_write_bytes, atomic_write_json,
+                                      atomic_write_text, error_summary, sha256_bytes, sha256_file,
+                                      write_labels_mapping)
 from .data.datasets import ImageReadError, load_image_rgb
 from .data.sample import write_sample_subset
 from .data.transforms import build_eval_transform
@@ -39,34 +40,35 @@ __all__ = ['METADATA_KEYS', 'model_metadata', 'UInt8Classifier', 'export_graph',
            'export_onnx', 'main']
 
 # %% ../nbs/30_export.ipynb #c9ddc117
-METADATA_KEYS = ("classifier_training_version", "class_names", "preprocessing", "labels_mapping_sha256",
-                 "input_name", "input_layout", "input_dtype", "output_name", "output_kind", "weights", "input_description")
+METADATA_KEYS = ("classifier_training_version", "class_names", "preprocessing",
+                 "labels_mapping_sha256", "input_name", "input_layout", "input_dtype",
+                 "output_name", "output_kind", "weights", "input_description")
 
 def _input_description(pre: PreprocessingConfig, with_preprocessing: bool, layout: str) -> str:
-    geometry = (f"RGB images resized (shorter side to {pre.resize_size} px, {pre.interpolation}) and centre-cropped "
-                f"to {pre.image_size}x{pre.image_size}")
+    geometry = (f"RGB images resized (shorter side to {pre.resize_size} px, {pre.interpolation}) "
+                f"and centre-cropped to {pre.image_size}x{pre.image_size}")
     if with_preprocessing:
-        return (f"uint8 {'N,H,W,3' if layout == 'NHWC' else 'N,3,H,W'} {geometry}, values 0..255; the graph scales, "
-                "normalises and applies softmax (output: probabilities)")
-    return (f"float32 N,3,H,W {geometry}, scaled to {list(pre.value_range)} and normalised with mean {list(pre.mean)} "
-            f"and std {list(pre.std)} (output: logits)")
+        return (f"uint8 {'N,H,W,3' if layout == 'NHWC' else 'N,3,H,W'} {geometry}, values 0..255; "
+                "the graph scales, normalises and applies softmax (output: probabilities)")
+    return (f"float32 N,3,H,W {geometry}, scaled to {list(pre.value_range)} and normalised with "
+            f"mean {list(pre.mean)} and std {list(pre.std)} (output: logits)")
 
 def model_metadata(class_names: Sequence[str], # class names in index order
                    pre: PreprocessingConfig, # preprocessing the model expects
-                   labels_mapping_sha256: str, # sha256 of the labels_mapping.json written beside the model
-                   with_preprocessing: bool = False, # True: uint8 input, scaling/normalisation/softmax in the graph
+                   labels_mapping_sha256: str, # sha256 of the labels_mapping.json beside the model
+                   with_preprocessing: bool = False, # True: uint8 input, preprocessing in the graph
                    layout: str = "NCHW", # input layout: NCHW, or NHWC (uint8 input only)
-                   weights: str = "ema", # which weights were exported: ema, raw or module (as held in memory)
+                   weights: str = "ema", # the weights exported: ema, raw or module (as held)
                   ) -> dict[str, str]:
     "The ONNX `metadata_props` of an exported classifier, every value a string."
+    output = "probabilities" if with_preprocessing else "logits"
     meta = {"classifier_training_version": __version__,
             "class_names": json.dumps(list(map(str, class_names)), ensure_ascii=False),
             "preprocessing": json.dumps(pre.to_dict(), sort_keys=True),
-            "labels_mapping_sha256": labels_mapping_sha256,
-            "input_name": "images", "input_layout": layout, "input_dtype": "uint8" if with_preprocessing else "float32",
-            "output_name": "probabilities" if with_preprocessing else "logits",
-            "output_kind": "probabilities" if with_preprocessing else "logits",
-            "weights": weights, "input_description": _input_description(pre, with_preprocessing, layout)}
+            "labels_mapping_sha256": labels_mapping_sha256, "input_name": "images",
+            "input_layout": layout, "input_dtype": "uint8" if with_preprocessing else "float32",
+            "output_name": output, "output_kind": output, "weights": weights,
+            "input_description": _input_description(pre, with_preprocessing, layout)}
     assert tuple(meta) == METADATA_KEYS
     return meta
 
@@ -79,16 +81,18 @@ class _Logits(nn.Module):
     def forward(self, images): return self.model(images)
 
 class UInt8Classifier(nn.Module):
-    "uint8 images (NHWC or NCHW) -> class probabilities: scaling, normalisation and softmax in the graph."
+    "uint8 images (NHWC or NCHW) -> probabilities: scaling, normalisation and softmax in the graph."
     def __init__(self, model: nn.Module, # maps normalised float NCHW images to logits
                  pre: PreprocessingConfig, # scaling range, mean and std
                  layout: str = "NHWC", # input layout: 'NHWC' (N,H,W,3) or 'NCHW' (N,3,H,W)
                 ):
         super().__init__()
-        if layout not in ("NHWC", "NCHW"): raise ConfigError(f"layout={layout!r}: use 'NHWC' or 'NCHW'")
+        if layout not in ("NHWC", "NCHW"):
+            raise ConfigError(f"layout={layout!r}: use 'NHWC' or 'NCHW'")
         self.model, self.layout, self.value_range = model, layout, tuple(pre.value_range)
-        self.register_buffer("mean", torch.tensor(pre.mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(pre.std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        for name, values in (("mean", pre.mean), ("std", pre.std)):
+            stat = torch.tensor(values, dtype=torch.float32).view(1, 3, 1, 1)
+            self.register_buffer(name, stat, persistent=False)
 
     def forward(self, images):
         x = images.permute(0, 3, 1, 2) if self.layout == "NHWC" else images
@@ -102,12 +106,13 @@ def export_graph(module: nn.Module, # the graph to export (in eval mode)
                  output_name: str = "logits", # name of the graph output
                  opset: int = 18, # ONNX opset (17 or newer)
                 ) -> onnx.ModelProto:
-    "Export `module` with the torch.export-based exporter: dynamic batch axis, weights inside, optimised."
+    "Export `module` with the torch.export-based exporter: dynamic batch, weights inside."
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            program = torch.onnx.export(module, (example,), dynamo=True, external_data=False, opset_version=opset,
-                                        input_names=["images"], output_names=[output_name], verbose=False,
+            program = torch.onnx.export(module, (example,), dynamo=True, external_data=False,
+                                        opset_version=opset, input_names=["images"],
+                                        output_names=[output_name], verbose=False,
                                         dynamic_shapes=({0: torch.export.Dim("batch")},))
     except Exception as e:
         raise ExportError(f"torch.onnx.export failed: {error_summary(e)}") from None
@@ -118,16 +123,23 @@ def _open_session(model: str | os.PathLike | bytes, spinning: bool = True) -> or
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if not spinning: options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), sess_options=options,
-                                providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model),
+                                sess_options=options, providers=["CPUExecutionProvider"])
 
 def _pil_crop(image, pre: PreprocessingConfig) -> np.ndarray:
-    "The eval transform's Pillow steps (up to the first one that makes a tensor), as uint8 HWC pixels."
+    "The eval transform's Pillow steps (up to the first that makes a tensor), as uint8 HWC pixels."
     for step in build_eval_transform(pre).transforms:
         out = step(image)
         if not isinstance(out, Image.Image): break
         image = out
     return np.asarray(image, dtype=np.uint8)
+
+def _inputs(pil: list, pre: PreprocessingConfig, uint8: bool, layout: str):
+    "The images as PyTorch's float batch and as the graph's input (uint8 crops, or the floats)."
+    x = torch.stack([build_eval_transform(pre)(im) for im in pil])
+    if not uint8: return x, x.numpy()
+    crops = np.stack([_pil_crop(im, pre) for im in pil])  # N, H, W, 3
+    return x, (np.ascontiguousarray(crops.transpose(0, 3, 1, 2)) if layout == "NCHW" else crops)
 
 def _load_images(paths: Sequence[str | os.PathLike]) -> tuple[list, list[str], list[dict]]:
     images, used, skipped = [], [], []
@@ -135,8 +147,9 @@ def _load_images(paths: Sequence[str | os.PathLike]) -> tuple[list, list[str], l
         try: images.append(load_image_rgb(p)); used.append(str(p))
         except ImageReadError as e: skipped.append({"path": str(p), "reason": e.reason})
     if not images:
+        reasons = ", ".join(sorted({s["reason"] for s in skipped})) or "no paths given"
         raise ExportError(f"none of the {len(paths)} verification image(s) could be read "
-                          f"({', '.join(sorted({s['reason'] for s in skipped})) or 'no paths given'}); give real image files")
+                          f"({reasons}); give real image files")
     return images, used, skipped
 
 def _cycled_batches(n: int, batch_size: int) -> list[np.ndarray]:
@@ -148,76 +161,78 @@ def _cycled_batches(n: int, batch_size: int) -> list[np.ndarray]:
 def _torch_logits(model: nn.Module, x: torch.Tensor, chunk: int = 32) -> np.ndarray:
     return torch.cat([model(x[i:i + chunk]).float().cpu() for i in range(0, len(x), chunk)]).numpy()
 
-def verify_onnx(onnx_model: str | os.PathLike | bytes, # model.onnx (path or bytes) written by export_onnx
+def verify_onnx(onnx_model: str | os.PathLike | bytes, # model.onnx (path or bytes) from export_onnx
                 model: nn.Module, # the PyTorch model: normalised float images -> logits
                 images: Sequence[str | os.PathLike], # real image files (e.g. validation images)
                 batch_sizes: Sequence[int] = (1, 7, 32), # onnxruntime batch sizes to try
-                atol: float = 1e-4, # largest allowed absolute difference (logits; probabilities for uint8 graphs)
+                atol: float = 1e-4, # largest allowed absolute difference (probabilities for uint8)
                 raise_on_failure: bool = True, # raise ExportError when the check fails
                ) -> dict:
-    "Compare onnxruntime with PyTorch on real images at several batch sizes; raise `ExportError` on a mismatch."
+    "Compare onnxruntime with PyTorch on real images at several batch sizes; raise on a mismatch."
     session = _open_session(onnx_model)
     meta = dict(session.get_modelmeta().custom_metadata_map)
     missing = [k for k in METADATA_KEYS if k not in meta]
-    if missing: raise ExportError(f"the ONNX model has no classifier_training metadata ({', '.join(missing)}); export it with export_onnx")
+    if missing: raise ExportError(f"the ONNX model has no classifier_training metadata "
+                                  f"({', '.join(missing)}); export it with export_onnx")
     pre = PreprocessingConfig.from_dict(json.loads(meta["preprocessing"]))
     pil, used, skipped = _load_images(images)
-    x = torch.stack([build_eval_transform(pre)(im) for im in pil])
+    uint8 = meta["input_dtype"] == "uint8"
+    x, feed = _inputs(pil, pre, uint8, meta["input_layout"])
     was_training = model.training
     model.eval()
     param = next(model.parameters(), None)
     try: reference = _torch_logits(model, x if param is None else x.to(param.device))
     finally: model.train(was_training)
-    uint8 = meta["input_dtype"] == "uint8"
-    if uint8:
-        feed = np.stack([_pil_crop(im, pre) for im in pil])  # N, H, W, 3
-        if meta["input_layout"] == "NCHW": feed = np.ascontiguousarray(feed.transpose(0, 3, 1, 2))
-        reference = torch.softmax(torch.from_numpy(reference), dim=1).numpy()
-    else: feed = x.numpy()
+    if uint8: reference = torch.softmax(torch.from_numpy(reference), dim=1).numpy()
     per_batch = []
     for bs in batch_sizes:
         diffs, agree, seen = [], 0, 0
         for idx in _cycled_batches(len(feed), int(bs)):
             try: out = session.run(None, {meta["input_name"]: feed[idx]})[0]
             except Exception as e:
-                raise ExportError(f"onnxruntime failed on a batch of {len(idx)}: {error_summary(e)}") from None
+                raise ExportError(f"onnxruntime failed on a batch of {len(idx)}: "
+                                  f"{error_summary(e)}") from None
             if out.shape != (len(idx), reference.shape[1]):
-                raise ExportError(f"onnxruntime returned shape {out.shape} for a batch of {len(idx)}; expected {(len(idx), reference.shape[1])}")
+                raise ExportError(f"onnxruntime returned shape {out.shape} for a batch of "
+                                  f"{len(idx)}; expected {(len(idx), reference.shape[1])}")
             diffs.append(float(np.abs(out - reference[idx]).max()))
             agree += int((out.argmax(1) == reference[idx].argmax(1)).sum()); seen += len(idx)
-        per_batch.append({"batch_size": int(bs), "batches": -(-len(feed) // int(bs)), "max_abs_diff": max(diffs),
-                          "top1_agreement": agree / seen})
-    result = {"compared": "probabilities" if uint8 else "logits", "num_images": len(used), "skipped_images": skipped,
-              "batch_sizes": [int(b) for b in batch_sizes], "atol": atol, "per_batch": per_batch,
-              "max_abs_diff": max(b["max_abs_diff"] for b in per_batch),
+        per_batch.append({"batch_size": int(bs), "batches": -(-len(feed) // int(bs)),
+                          "max_abs_diff": max(diffs), "top1_agreement": agree / seen})
+    result = {"compared": "probabilities" if uint8 else "logits", "num_images": len(used),
+              "skipped_images": skipped, "batch_sizes": [int(b) for b in batch_sizes], "atol": atol,
+              "per_batch": per_batch, "max_abs_diff": max(b["max_abs_diff"] for b in per_batch),
               "top1_agreement": min(b["top1_agreement"] for b in per_batch)}
     result["passed"] = bool(result["max_abs_diff"] <= atol and result["top1_agreement"] == 1.0)
     if raise_on_failure and not result["passed"]: raise ExportError(_failure_message(result))
     return result
 
 def _failure_message(v: dict) -> str:
-    return (f"ONNX verification failed: onnxruntime and PyTorch differ by up to {v['max_abs_diff']:.3g} in the "
-            f"{v['compared']} (allowed {v['atol']:g}) and agree on top-1 for {v['top1_agreement']:.1%} of "
-            f"{v['num_images']} image(s) at batch sizes {v['batch_sizes']}; the exported graph does not compute what "
-            "the model computes, so it was not written (see export_report.json)")
+    return (f"ONNX verification failed: onnxruntime and PyTorch differ by up to "
+            f"{v['max_abs_diff']:.3g} in the {v['compared']} (allowed {v['atol']:g}) and agree on "
+            f"top-1 for {v['top1_agreement']:.1%} of {v['num_images']} image(s) at batch sizes "
+            f"{v['batch_sizes']}; the exported graph does not compute what the model computes, so "
+            "it was not written (see export_report.json)")
 
 # %% ../nbs/30_export.ipynb #09a5a4fa
 def measure_latency(model: nn.Module, # eager PyTorch module taking `torch_input`
                     session: ort.InferenceSession, # onnxruntime session taking `onnx_input`
                     torch_input: torch.Tensor, # one batch for PyTorch
                     onnx_input: np.ndarray, # the same batch as the ONNX graph expects it
-                    repeats: int = 5, # timed runs of each (median), alternating, after one warm-up run each
+                    repeats: int = 5, # timed runs of each (median), alternating, after a warm-up
                    ) -> dict:
     "Median milliseconds per batch for PyTorch eager and onnxruntime, and their ratio."
     name = session.get_inputs()[0].name
     eager, onnx_ms = [], []
     with torch.no_grad():
-        for i in range(max(1, repeats) + 1):  # alternate, so that load from elsewhere hits both alike
+        for i in range(max(1, repeats) + 1):  # alternate: load from elsewhere hits both alike
             t = time.perf_counter(); model(torch_input); t_eager = time.perf_counter() - t
-            t = time.perf_counter(); session.run(None, {name: onnx_input}); t_onnx = time.perf_counter() - t
+            t = time.perf_counter(); session.run(None, {name: onnx_input})
+            t_onnx = time.perf_counter() - t
             if i: eager.append(t_eager * 1000); onnx_ms.append(t_onnx * 1000)
     e, o = statistics.median(eager), statistics.median(onnx_ms)
-    return {"batch_size": int(len(torch_input)), "eager_ms": e, "onnxruntime_ms": o, "speedup": e / o}
+    return {"batch_size": int(len(torch_input)), "eager_ms": e, "onnxruntime_ms": o,
+            "speedup": e / o}
 
 # %% ../nbs/30_export.ipynb #3e06051f
 @dataclasses.dataclass
@@ -238,13 +253,17 @@ def _resolve_source(source, weights, class_names, preprocessing):
         desc = str(source)
     elif isinstance(source, nn.Module):
         if weights != "ema":
-            raise ConfigError(f"weights={weights!r} needs a checkpoint path: a module is exported with the weights it holds")
+            raise ConfigError(f"weights={weights!r} needs a checkpoint path: a module is exported "
+                              "with the weights it holds")
         model, used, desc = source, "module", type(source).__name__
-    else: raise ExportError(f"cannot export a {type(source).__name__}; give a checkpoint path or an nn.Module")
+    else: raise ExportError(f"cannot export a {type(source).__name__}; give a checkpoint path or "
+                            "an nn.Module")
     names = class_names if class_names is not None else getattr(model, "class_names", None)
     pre = preprocessing if preprocessing is not None else getattr(model, "preprocessing", None)
-    if not names: raise ExportError(f"{desc} has no class names; pass class_names=[...] in index order")
-    if pre is None: raise ExportError(f"{desc} has no preprocessing config; pass preprocessing=PreprocessingConfig(...)")
+    if not names:
+        raise ExportError(f"{desc} has no class names; pass class_names=[...] in index order")
+    if pre is None: raise ExportError(f"{desc} has no preprocessing config; pass "
+                                      "preprocessing=PreprocessingConfig(...)")
     if isinstance(pre, dict): pre = PreprocessingConfig.from_dict(pre)
     return model, [str(n) for n in names], pre, used, desc
 
@@ -255,84 +274,99 @@ def _default_verify_images(folder: Path) -> list[Path]:
 def _report_markdown(r: dict) -> str:
     v = r["verification"]
     lines = ["# ONNX export report", "",
-             f"- model: `{r['model']}` ({r['file_size_bytes'] / 1e6:.2f} MB, sha256 `{r['sha256'][:16]}...`), opset {r['opset']}",
+             f"- model: `{r['model']}` ({r['file_size_bytes'] / 1e6:.2f} MB, sha256 "
+             f"`{r['sha256'][:16]}...`), opset {r['opset']}",
              f"- source: `{r['source']}`, weights: {r['weights']}",
              f"- input: {r['input_description']}",
-             f"- classes: {len(r['class_names'])}; verification: {'passed' if v['passed'] else 'FAILED'} on "
-             f"{v['num_images']} real image(s), {v['compared']} compared, atol {v['atol']:g}", "",
+             f"- classes: {len(r['class_names'])}; verification: "
+             f"{'passed' if v['passed'] else 'FAILED'} on {v['num_images']} real image(s), "
+             f"{v['compared']} compared, atol {v['atol']:g}", "",
              "| batch size | batches | max abs diff | top-1 agreement |", "|---:|---:|---:|---:|"]
-    lines += [f"| {b['batch_size']} | {b['batches']} | {b['max_abs_diff']:.2e} | {b['top1_agreement']:.1%} |" for b in v["per_batch"]]
+    lines += [f"| {b['batch_size']} | {b['batches']} | {b['max_abs_diff']:.2e} | "
+              f"{b['top1_agreement']:.1%} |" for b in v["per_batch"]]
     if r.get("latency"):
-        lines += ["", "| batch size | PyTorch eager (ms) | onnxruntime (ms) | speed-up |", "|---:|---:|---:|---:|"]
-        lines += [f"| {l['batch_size']} | {l['eager_ms']:.2f} | {l['onnxruntime_ms']:.2f} | {l['speedup']:.2f}x |" for l in r["latency"]]
+        lines += ["", "| batch size | PyTorch eager (ms) | onnxruntime (ms) | speed-up |",
+                  "|---:|---:|---:|---:|"]
+        lines += [f"| {l['batch_size']} | {l['eager_ms']:.2f} | {l['onnxruntime_ms']:.2f} | "
+                  f"{l['speedup']:.2f}x |" for l in r["latency"]]
     return "\n".join(lines) + "\n"
 
-def export_onnx(source: str | os.PathLike | nn.Module, # checkpoint path, ImageClassifier, or any logits module
-                out_dir: str | os.PathLike, # folder for model.onnx, labels_mapping.json and the reports
+def export_onnx(source: str | os.PathLike | nn.Module, # checkpoint path, ImageClassifier or module
+                out_dir: str | os.PathLike, # folder for the model, mapping and reports
                 *,
-                weights: str = "ema", # checkpoints: 'ema' (state_dict) or 'raw' (current_model_state)
-                with_preprocessing: bool = False, # uint8 input; scaling, normalisation and softmax inside the graph
+                weights: str = "ema", # checkpoints: 'ema' (state_dict) or 'raw' weights
+                with_preprocessing: bool = False, # uint8 input, preprocessing in the graph
                 layout: str = "NHWC", # uint8 input layout with with_preprocessing: 'NHWC' or 'NCHW'
-                verify_images: Sequence[str | os.PathLike] | None = None, # real images; None: 40 embedded sample images
+                verify_images: Sequence[str | os.PathLike] | None = None, # None: 40 sample images
                 batch_sizes: Sequence[int] = (1, 7, 32), # batch sizes verified with onnxruntime
                 opset: int = 18, # ONNX opset, 17 or newer
-                atol: float = 1e-4, # largest allowed absolute difference in logits (probabilities with preprocessing)
-                class_names: Sequence[str] | None = None, # default: source.class_names
-                preprocessing: PreprocessingConfig | dict | None = None, # default: source.preprocessing
-                latency_repeats: int = 5, # timed runs per batch size for the latency table; 0 skips it
+                atol: float = 1e-4, # largest allowed absolute difference (probabilities for uint8)
+                class_names: Sequence[str] | None = None, # None: the source's
+                preprocessing: PreprocessingConfig | dict | None = None, # None: the source's
+                latency_repeats: int = 5, # timed runs per batch size for latency; 0: none
                 file_name: str = "model.onnx", # name of the model file in out_dir
                ) -> ExportResult:
-    "Export to one verified, self-describing ONNX file plus labels_mapping.json and export_report.{json,md}."
+    "Export a verified, self-describing ONNX file, labels_mapping.json and export_report.{json,md}."
     if weights not in ("ema", "raw"): raise ConfigError(f"weights={weights!r}: use 'ema' or 'raw'")
     if int(opset) < 17: raise ConfigError(f"opset={opset}: use 17 or newer")
-    if not batch_sizes or any(int(b) < 1 for b in batch_sizes): raise ConfigError(f"batch_sizes={batch_sizes!r}: give positive sizes")
+    if not batch_sizes or any(int(b) < 1 for b in batch_sizes):
+        raise ConfigError(f"batch_sizes={batch_sizes!r}: give positive sizes")
     if layout not in ("NHWC", "NCHW"): raise ConfigError(f"layout={layout!r}: use 'NHWC' or 'NCHW'")
     model, names, pre, used, desc = _resolve_source(source, weights, class_names, preprocessing)
-    out_dir = Path(out_dir)
+    out_dir, size = Path(out_dir), pre.image_size
     param = next(model.parameters(), None)
-    device, was_training = (param.device if param is not None else torch.device("cpu")), model.training
+    device = param.device if param is not None else torch.device("cpu")
+    was_training = model.training
     model.cpu().eval()
     scratch = Path(tempfile.mkdtemp(prefix="classifier_export_"))
     try:
-        if verify_images is None: verify_images, verify_source = _default_verify_images(scratch), "embedded sample (val)"
-        else: verify_source = "given"
-        with torch.no_grad(): probe = model(torch.zeros(2, 3, pre.image_size, pre.image_size))
+        verify_source = "given" if verify_images is not None else "embedded sample (val)"
+        if verify_images is None: verify_images = _default_verify_images(scratch)
+        with torch.no_grad(): probe = model(torch.zeros(2, 3, size, size))
         if probe.ndim != 2 or probe.shape[1] != len(names):
-            raise ExportError(f"{desc} returns shape {tuple(probe.shape)} for 2 images but there are {len(names)} class names")
+            raise ExportError(f"{desc} returns shape {tuple(probe.shape)} for 2 images but there "
+                              f"are {len(names)} class names")
         lm_path = write_labels_mapping(out_dir / "labels_mapping.json", names, pre)
-        meta = model_metadata(names, pre, sha256_file(lm_path), with_preprocessing, layout if with_preprocessing else "NCHW", used)
+        meta = model_metadata(names, pre, sha256_file(lm_path), with_preprocessing,
+                              layout if with_preprocessing else "NCHW", used)
         if with_preprocessing:
             graph = UInt8Classifier(model, pre, layout).eval()
-            shape = (2, pre.image_size, pre.image_size, 3) if layout == "NHWC" else (2, 3, pre.image_size, pre.image_size)
+            shape = (2, size, size, 3) if layout == "NHWC" else (2, 3, size, size)
             example = torch.zeros(shape, dtype=torch.uint8)
-        else: graph, example = _Logits(model).eval(), torch.zeros(2, 3, pre.image_size, pre.image_size)
+        else: graph, example = _Logits(model).eval(), torch.zeros(2, 3, size, size)
         proto = export_graph(graph, example, meta["output_name"], int(opset))
         onnx.helper.set_model_props(proto, meta)
-        proto.doc_string = f"classifier_training {__version__}: {len(names)}-class image classifier. Input: {meta['input_description']}"
+        proto.doc_string = (f"classifier_training {__version__}: {len(names)}-class image "
+                            f"classifier. Input: {meta['input_description']}")
         try: onnx.checker.check_model(proto, full_check=True)
-        except Exception as e: raise ExportError(f"onnx.checker rejected the exported graph: {error_summary(e)}") from None
+        except Exception as e:
+            raise ExportError(f"onnx.checker rejected the exported graph: "
+                              f"{error_summary(e)}") from None
         data = proto.SerializeToString()
-        verification = verify_onnx(data, model, verify_images, batch_sizes, atol, raise_on_failure=False)
+        verification = verify_onnx(data, model, verify_images, batch_sizes, atol,
+                                   raise_on_failure=False)
         verification["images_from"] = verify_source
-        report = {"model": file_name, "sha256": sha256_bytes(data), "file_size_bytes": len(data), "opset": int(opset),
-                  "source": desc, "weights": used, "with_preprocessing": bool(with_preprocessing),
-                  "input_name": "images", "input_layout": meta["input_layout"], "input_dtype": meta["input_dtype"],
-                  "output_kind": meta["output_kind"], "input_description": meta["input_description"],
-                  "class_names": names, "preprocessing": pre.to_dict(), "labels_mapping": lm_path.name,
-                  "labels_mapping_sha256": meta["labels_mapping_sha256"], "verification": verification, "latency": [],
-                  "versions": {"classifier_training": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
-                               "onnxruntime": ort.__version__}}
+        report = {"model": file_name, "sha256": sha256_bytes(data), "file_size_bytes": len(data),
+                  "opset": int(opset), "source": desc, "weights": used,
+                  "with_preprocessing": bool(with_preprocessing), "input_name": "images",
+                  "input_layout": meta["input_layout"], "input_dtype": meta["input_dtype"],
+                  "output_kind": meta["output_kind"],
+                  "input_description": meta["input_description"], "class_names": names,
+                  "preprocessing": pre.to_dict(), "labels_mapping": lm_path.name,
+                  "labels_mapping_sha256": meta["labels_mapping_sha256"],
+                  "verification": verification, "latency": [],
+                  "versions": {"classifier_training": __version__, "torch": torch.__version__,
+                               "onnx": onnx.__version__, "onnxruntime": ort.__version__}}
         if verification["passed"] and latency_repeats > 0:
-            session = _open_session(data, spinning=False)  # idle threads must not steal the CPU from eager runs
+            session = _open_session(data, spinning=False)  # idle threads must not slow eager runs
             pil, _, _ = _load_images(list(verify_images)[:32])
-            x = torch.stack([build_eval_transform(pre)(im) for im in pil])
-            feed_all = (np.stack([_pil_crop(im, pre) for im in pil])
-                        if with_preprocessing else x.numpy())
-            if with_preprocessing and layout == "NCHW": feed_all = np.ascontiguousarray(feed_all.transpose(0, 3, 1, 2))
+            x, feed_all = _inputs(pil, pre, with_preprocessing, layout)
             for bs in (1, 32):
                 idx = np.arange(bs) % len(x)
-                eager_input = torch.from_numpy(np.ascontiguousarray(feed_all[idx])) if with_preprocessing else x[idx]
-                report["latency"].append(measure_latency(graph, session, eager_input, feed_all[idx], latency_repeats))
+                eager_input = (torch.from_numpy(np.ascontiguousarray(feed_all[idx]))
+                               if with_preprocessing else x[idx])
+                report["latency"].append(measure_latency(graph, session, eager_input, feed_all[idx],
+                                                         latency_repeats))
         report_path = atomic_write_json(out_dir / "export_report.json", report)
         md_path = atomic_write_text(out_dir / "export_report.md", _report_markdown(report))
         if not verification["passed"]: raise ExportError(_failure_message(verification))
@@ -340,30 +374,40 @@ def export_onnx(source: str | os.PathLike | nn.Module, # checkpoint path, ImageC
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         model.to(device).train(was_training)
-    return ExportResult(model_path, lm_path, report_path, md_path, report["sha256"], names, pre, report)
+    return ExportResult(model_path, lm_path, report_path, md_path, report["sha256"], names, pre,
+                        report)
 
 # %% ../nbs/30_export.ipynb #654a3cc6
 def _image_files(paths: Sequence[str]) -> list[Path]:
     from classifier_training.core import is_image_path, natural_sort_key
     out = []
     for p in map(Path, paths):
-        if p.is_dir(): out += sorted((f for f in p.rglob("*") if f.is_file() and is_image_path(f)), key=lambda f: natural_sort_key(str(f)))
+        if p.is_dir():
+            out += sorted((f for f in p.rglob("*") if f.is_file() and is_image_path(f)),
+                          key=lambda f: natural_sort_key(str(f)))
         elif p.is_file(): out.append(p)
         else: raise ExportError(f"--images {p}: no such file or folder")
     if not out: raise ExportError(f"--images {' '.join(paths)}: no image files found")
     return out
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="classifier-export", description="Export a checkpoint to a verified, self-describing model.onnx.")
+    ap = argparse.ArgumentParser(prog="classifier-export", description="Export a checkpoint to a "
+                                 "verified, self-describing model.onnx.")
     ap.add_argument("checkpoint", help="a .ckpt written by classifier-train")
-    ap.add_argument("--out", help="output folder (default: <checkpoint name>_onnx beside the checkpoint)")
-    ap.add_argument("--raw-weights", action="store_true", help="export the raw weights instead of the EMA weights")
+    ap.add_argument("--out", help="output folder (default: <checkpoint name>_onnx beside the "
+                                  "checkpoint)")
+    ap.add_argument("--raw-weights", action="store_true",
+                    help="export the raw weights instead of the EMA weights")
     ap.add_argument("--with-preprocessing", action="store_true",
-                    help="uint8 N,H,W,3 input (resized and cropped), scaling/normalisation/softmax inside the graph")
-    ap.add_argument("--nchw", action="store_true", help="with --with-preprocessing: uint8 input as N,3,H,W")
-    ap.add_argument("--images", nargs="+", help="verification images (files/folders); default: embedded sample images")
+                    help="uint8 N,H,W,3 input (resized and cropped), "
+                         "scaling/normalisation/softmax inside the graph")
+    ap.add_argument("--nchw", action="store_true",
+                    help="with --with-preprocessing: uint8 input as N,3,H,W")
+    ap.add_argument("--images", nargs="+",
+                    help="verification images (files/folders); default: embedded sample images")
     ap.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
-    ap.add_argument("--atol", type=float, default=1e-4, help="largest allowed |onnxruntime - PyTorch| (default 1e-4)")
+    ap.add_argument("--atol", type=float, default=1e-4,
+                    help="largest allowed |onnxruntime - PyTorch| (default 1e-4)")
     return ap
 
 def main(argv: Sequence[str] | None = None, # arguments; default sys.argv[1:]
@@ -374,13 +418,16 @@ def main(argv: Sequence[str] | None = None, # arguments; default sys.argv[1:]
     out = Path(args.out) if args.out else ckpt.parent / f"{ckpt.stem}_onnx"
     try:
         images = _image_files(args.images) if args.images else None
-        r = export_onnx(ckpt, out, weights="raw" if args.raw_weights else "ema", with_preprocessing=args.with_preprocessing,
-                        layout="NCHW" if args.nchw else "NHWC", verify_images=images, opset=args.opset, atol=args.atol)
+        r = export_onnx(ckpt, out, weights="raw" if args.raw_weights else "ema",
+                        with_preprocessing=args.with_preprocessing,
+                        layout="NCHW" if args.nchw else "NHWC", verify_images=images,
+                        opset=args.opset, atol=args.atol)
     except ClassifierTrainingError as e:
         print(f"classifier-export: error: {e}", file=sys.stderr)
         return 2
-    v = r.report["verification"]
-    print(f"wrote {r.model_path} ({r.report['file_size_bytes'] / 1e6:.1f} MB, {r.report['weights']} weights), "
-          f"{r.labels_mapping_path.name}, {r.report_path.name}; verified on {v['num_images']} images at batch sizes "
-          f"{v['batch_sizes']}: max |diff| {v['max_abs_diff']:.1e}, top-1 agreement {v['top1_agreement']:.0%}")
+    v, size_mb = r.report["verification"], r.report["file_size_bytes"] / 1e6
+    print(f"wrote {r.model_path} ({size_mb:.1f} MB, {r.report['weights']} weights), "
+          f"{r.labels_mapping_path.name}, {r.report_path.name}; verified on {v['num_images']} "
+          f"images at batch sizes {v['batch_sizes']}: max |diff| {v['max_abs_diff']:.1e}, top-1 "
+          f"agreement {v['top1_agreement']:.0%}")
     return 0

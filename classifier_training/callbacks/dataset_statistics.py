@@ -24,9 +24,9 @@ def _plain_dict(d) -> dict:
     return {str(s): {str(c): int(n) for c, n in counts.items()} for s, counts in dict(d).items()}
 
 class DatasetStatisticsCallback(ArtifactCallback):
-    "At fit start print the per-split class distribution and the dataset check summary; write `dataset_report.json`."
+    "At fit start print the class distribution per split and the dataset check; save them as JSON."
     def __init__(self,
-                 output_dir: str | os.PathLike | None = None, # folder for the file; None: `trainer.default_root_dir`
+                 output_dir: str | os.PathLike | None = None, # None: trainer.default_root_dir
                  print_table: bool = True, # print the tables on rank zero
                  file_name: str = "dataset_report.json", # name of the JSON file
                 ):
@@ -37,13 +37,15 @@ class DatasetStatisticsCallback(ArtifactCallback):
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        "Read the datamodule's report and class distribution; print and write them (rank zero only)."
+        "Read the datamodule's report and class distribution; print and write them (rank zero)."
         if not self.should_write(trainer): return
         dm = getattr(trainer, "datamodule", None)
-        if dm is None or getattr(dm, "report", None) is None or not callable(getattr(dm, "class_distribution", None)):
+        has_report = dm is not None and getattr(dm, "report", None) is not None
+        if not (has_report and callable(getattr(dm, "class_distribution", None))):
             if not self._warned:
-                rank_zero_warn("DatasetStatisticsCallback: the trainer has no datamodule with `.report` and "
-                               "`.class_distribution()` (plain dataloaders?); dataset_report.json is not written.")
+                rank_zero_warn("DatasetStatisticsCallback: the trainer has no datamodule with "
+                               "`.report` and `.class_distribution()` (plain dataloaders?); "
+                               "dataset_report.json is not written.")
                 self._warned = True
             return
         distribution = _plain_dict(dm.class_distribution())
@@ -51,6 +53,7 @@ class DatasetStatisticsCallback(ArtifactCallback):
         report["class_distribution"] = distribution
         atomic_write_json(self.resolve_output_dir(trainer) / self.file_name, report)
         self.report = report
-        if self.print_table:  # the check's summary holds the per-split class table; print it alone otherwise
-            if callable(getattr(dm.report, "print_summary", None)): dm.report.print_summary(console=Console())
+        if self.print_table:  # the check's summary holds the class table; print it alone otherwise
+            if callable(getattr(dm.report, "print_summary", None)):
+                dm.report.print_summary(console=Console())
             else: Console().print(class_distribution_table(distribution))

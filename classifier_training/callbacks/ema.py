@@ -21,7 +21,7 @@ __all__ = ['ema_decay_at', 'EMACallback']
 # %% ../../nbs/20_callbacks.ema.ipynb #45404ae8
 def ema_decay_at(num_updates: int, # updates already made to the average (0 for the first one)
                  decay: float = 0.99, # decay after the warm-up
-                 warmup_steps: int = 100, # updates over which the decay ramps linearly from 0 to `decay`
+                 warmup_steps: int = 100, # updates over which the decay ramps from 0 to decay
                 ) -> float:
     "The effective EMA decay of the next update: `decay * min(1, num_updates / warmup_steps)`."
     if warmup_steps <= 0: return float(decay)
@@ -29,18 +29,21 @@ def ema_decay_at(num_updates: int, # updates already made to the average (0 for 
 
 # %% ../../nbs/20_callbacks.ema.ipynb #8b87917e
 class EMACallback(WeightAveraging):
-    "Keep an exponential moving average of the weights (linear decay warm-up); validation, checkpoints and export use it."
+    "Exponential moving average of the weights, with warm-up; validation and export use it."
     def __init__(self,
                  decay: float = 0.99, # decay after the warm-up, in [0, 1)
-                 warmup_steps: int = 100, # updates over which the decay ramps linearly from 0 to `decay`
+                 warmup_steps: int = 100, # updates over which the decay ramps from 0 to decay
                  update_every_n_steps: int = 1, # update the average after every n-th optimizer step
-                 device: str | torch.device | None = None, # where the average lives; None: the model's device
+                 device: str | torch.device | None = None, # the average's device; None: the model's
                  use_buffers: bool = True, # also average buffers (BatchNorm running statistics)
                 ):
-        if not 0.0 <= float(decay) < 1.0: raise ConfigError(f"callbacks.ema.decay={decay!r}: use a value in [0, 1), e.g. 0.99")
-        if int(warmup_steps) < 0: raise ConfigError(f"callbacks.ema.warmup_steps={warmup_steps!r}: use 0 or more updates")
+        if not 0.0 <= float(decay) < 1.0:
+            raise ConfigError(f"callbacks.ema.decay={decay!r}: use a value in [0, 1), e.g. 0.99")
+        if int(warmup_steps) < 0:
+            raise ConfigError(f"callbacks.ema.warmup_steps={warmup_steps!r}: use 0 or more updates")
         if int(update_every_n_steps) < 1:
-            raise ConfigError(f"callbacks.ema.update_every_n_steps={update_every_n_steps!r}: use 1 or more")
+            raise ConfigError(f"callbacks.ema.update_every_n_steps={update_every_n_steps!r}: "
+                              "use 1 or more")
         self.decay, self.warmup_steps = float(decay), int(warmup_steps)
         self.update_every_n_steps = int(update_every_n_steps)
         self._train_ended = False
@@ -57,41 +60,46 @@ class EMACallback(WeightAveraging):
 
     @torch.no_grad()
     def _ema_update(self, ema_tensors: list, current_tensors: list, num_averaged: torch.Tensor):
-        # AveragedModel calls this once per (device, dtype) group; num_averaged >= 1 (update 0 is a copy)
+        # AveragedModel calls this per (device, dtype) group; num_averaged >= 1 (update 0 is a copy)
         if torch.is_floating_point(ema_tensors[0]) or torch.is_complex(ema_tensors[0]):
-            torch._foreach_lerp_(ema_tensors, current_tensors, 1.0 - self.decay_at(int(num_averaged)))
+            weight = 1.0 - self.decay_at(int(num_averaged))
+            torch._foreach_lerp_(ema_tensors, current_tensors, weight)
         else:  # integer buffers such as BatchNorm's num_batches_tracked: follow the model
             torch._foreach_copy_(ema_tensors, current_tensors)
 
     @override
-    def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
+    def should_update(self, step_idx: int | None = None,
+                      epoch_idx: int | None = None) -> bool:
         "Update after every `update_every_n_steps`-th optimizer step, never at epoch ends."
         return step_idx is not None and step_idx % self.update_every_n_steps == 0
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        "Create the average when fit starts; outside fit there is none, and the module's weights are used."
+        "Create the average when fit starts; outside fit there is none: the module's weights count."
         self._train_ended = False
         if stage == "fit": super().setup(trainer, pl_module, stage)
         else: self._average_model = None
 
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        "Put the EMA weights into the module; the average keeps the raw ones, so later checkpoints still hold both."
+        "Swap the EMA into the module; the average keeps the raw weights for later checkpoints."
         if self._average_model is None: return
         self._swap_models(pl_module)
         self._train_ended = True
 
     @override
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
-        "During fit: EMA weights as `state_dict`, raw ones as `current_model_state`, the count in `averaging_state`."
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        "During fit: EMA as `state_dict`, raw as `current_model_state`, count in `averaging_state`."
         if self._average_model is None: return
         super().on_save_checkpoint(trainer, pl_module, checkpoint)
-        if self._train_ended:  # the module holds the EMA and the average the raw weights: name them right
-            checkpoint["state_dict"], checkpoint["current_model_state"] = checkpoint["current_model_state"], checkpoint["state_dict"]
+        if self._train_ended:  # module: EMA, average: raw; name them right
+            checkpoint["state_dict"], checkpoint["current_model_state"] = (
+                checkpoint["current_model_state"], checkpoint["state_dict"])
 
     @override
-    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
-        "On resume restore raw weights, EMA and count; outside fit keep the loaded `state_dict` (the EMA)."
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        "On resume: raw weights, EMA and count; outside fit keep the loaded `state_dict` (the EMA)."
         if trainer.state.fn == TrainerFn.FITTING and self._average_model is not None:
             super().on_load_checkpoint(trainer, pl_module, checkpoint)

@@ -25,35 +25,37 @@ __all__ = ['count_flops', 'describe_model', 'model_info_table', 'ModelInfoCallba
 
 # %% ../../nbs/21_callbacks.model_info.ipynb #06243954
 def _meta_copy(module: torch.nn.Module) -> torch.nn.Module:
-    "A copy of `module` whose parameters and buffers live on the meta device (no memory, no data), without hooks."
+    "A copy of `module` with its tensors on the meta device (no memory, no data) and no hooks."
     memo = {}
     for t in itertools.chain(module.parameters(), module.buffers()):
         meta = torch.empty_like(t, device="meta")
-        memo[id(t)] = torch.nn.Parameter(meta, requires_grad=t.requires_grad) if isinstance(t, torch.nn.Parameter) else meta
+        is_param = isinstance(t, torch.nn.Parameter)
+        memo[id(t)] = torch.nn.Parameter(meta, requires_grad=t.requires_grad) if is_param else meta
     clone = copy.deepcopy(module, memo)
-    for m in clone.modules():  # observers of the real module (forward counters, profilers) must not see this pass
+    for m in clone.modules():  # observers of the real module (forward counters) must not see it
         for hooks in ("_forward_hooks", "_forward_pre_hooks", "_forward_hooks_with_kwargs",
                       "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called"):
             if isinstance(getattr(m, hooks, None), dict): getattr(m, hooks).clear()
     return clone
 
-def count_flops(module: torch.nn.Module, # an image model: `module(images)` -> logits
+def count_flops(module: torch.nn.Module, # an image model: module(images) -> logits
                 image_size: int, # side of the square input
                 channels: int = 3, # input channels
                ) -> int:
-    "FLOPs of one forward pass on a 1 x C x H x W input, counted on a meta-device copy in eval mode."
+    "FLOPs of one forward pass of a 1 x C x H x W input, on a meta-device copy in eval mode."
     clone = _meta_copy(module).eval()
     p = next(module.parameters(), None)
-    x = torch.zeros(1, channels, image_size, image_size, device="meta", dtype=p.dtype if p is not None else torch.float32)
+    dtype = p.dtype if p is not None else torch.float32
+    x = torch.zeros(1, channels, image_size, image_size, device="meta", dtype=dtype)
     with torch.no_grad(), FlopCounterMode(display=False) as counter: clone(x)
     return int(counter.get_total_flops())
 
-def describe_model(module: torch.nn.Module, # the LightningModule (an ImageClassifier) or any image model
-                   image_size: int | None = None, # input side for the FLOPs; default `module.preprocessing.image_size`
-                   class_names: list[str] | None = None, # default `module.class_names`
+def describe_model(module: torch.nn.Module, # the LightningModule (an ImageClassifier) or any model
+                   image_size: int | None = None, # input side for the FLOPs; None: preprocessing's
+                   class_names: list[str] | None = None, # default: module.class_names
                    count_flops_: bool = True, # False: skip the forward pass (flops None)
                   ) -> dict:
-    "A JSON-ready description: parameters, size, FLOPs, input size, preprocessing, backbone and class names."
+    "A JSON-ready description: parameters, size, FLOPs, input, preprocessing, classes."
     params = list(module.parameters())
     buffers = list(module.buffers())
     total = sum(p.numel() for p in params)
@@ -66,14 +68,15 @@ def describe_model(module: torch.nn.Module, # the LightningModule (an ImageClass
     hparams = getattr(module, "hparams", {}) or {}
     backbone = hparams.get("backbone") or type(getattr(module, "backbone", module)).__name__
     net = getattr(module, "backbone", None)
-    net = net if isinstance(net, torch.nn.Module) else module  # an ImageClassifier's forward is its backbone's
+    net = net if isinstance(net, torch.nn.Module) else module  # ImageClassifier: the backbone
     flops = count_flops(net, size) if (count_flops_ and size) else None
     return {
         "model_class": type(module).__name__, "backbone": str(backbone),
         "num_classes": len(names) if names is not None else hparams.get("num_classes"),
         "class_names": list(names) if names is not None else None,
         "total_params": total, "trainable_params": trainable, "frozen_params": total - trainable,
-        "param_bytes": param_bytes, "buffer_bytes": buffer_bytes, "size_mb": round((param_bytes + buffer_bytes) / 1e6, 3),
+        "param_bytes": param_bytes, "buffer_bytes": buffer_bytes,
+        "size_mb": round((param_bytes + buffer_bytes) / 1e6, 3),
         "dtype": str(params[0].dtype).replace("torch.", "") if params else None,
         "flops": flops, "gflops": round(flops / 1e9, 4) if flops is not None else None,
         "flops_input_shape": [1, 3, size, size] if flops is not None else None,
@@ -93,20 +96,23 @@ def model_info_table(info: dict, # output of describe_model
     "A rich table of a model description."
     table = Table(title=f"Model: {info['model_class']} ({info['backbone']})", show_header=False)
     table.add_column("what"); table.add_column("value", justify="right")
+    at = f" at {info['input_size'][1]}px" if info["input_size"] else ""
     rows = [("parameters", _fmt_count(info["total_params"])),
             ("trainable", _fmt_count(info["trainable_params"])),
             ("size", f"{info['size_mb']:.2f} MB"),
-            ("FLOPs / image", _fmt_count(info["flops"]) + (f" at {info['input_size'][1]}px" if info["input_size"] else "")),
+            ("FLOPs / image", _fmt_count(info["flops"]) + at),
             ("classes", str(info["num_classes"]))]
     pre = info.get("preprocessing")
-    if pre: rows.append(("preprocessing", f"resize {pre['resize_size']} -> crop {pre['image_size']}, {pre['interpolation']}"))
+    if pre:
+        resize = f"resize {pre['resize_size']} -> crop {pre['image_size']}, {pre['interpolation']}"
+        rows.append(("preprocessing", resize))
     for k, v in rows: table.add_row(k, v)
     return table
 
 class ModelInfoCallback(ArtifactCallback):
-    "At fit start print the model's size, FLOPs and preprocessing; write `model_info.json` and `labels_mapping.json`."
+    "At fit start print the model's size, FLOPs and preprocessing; save them with the class names."
     def __init__(self,
-                 output_dir: str | os.PathLike | None = None, # folder for the files; None: `trainer.default_root_dir`
+                 output_dir: str | os.PathLike | None = None, # None: trainer.default_root_dir
                  print_table: bool = True, # print the rich table on rank zero
                 ):
         super().__init__(output_dir=output_dir, background=False)
@@ -115,11 +121,12 @@ class ModelInfoCallback(ArtifactCallback):
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        "Describe the model and write the two files (rank zero only)."
+        "Describe the model and write `model_info.json` and `labels_mapping.json` (rank zero only)."
         if not self.should_write(trainer): return
         dm = getattr(trainer, "datamodule", None)
         names, pre = class_names_of(pl_module, dm), preprocessing_of(pl_module, dm)
-        try: info = describe_model(pl_module, image_size=pre.image_size if pre else None, class_names=names)
+        try: info = describe_model(pl_module, image_size=pre.image_size if pre else None,
+                                   class_names=names)
         except Exception as e:  # an exotic forward must not stop training: record what we have
             rank_zero_warn(f"ModelInfoCallback could not count FLOPs ({type(e).__name__}: "
                            f"{error_summary(e)}); model_info.json has flops=null")
@@ -128,6 +135,7 @@ class ModelInfoCallback(ArtifactCallback):
         out = self.resolve_output_dir(trainer)
         atomic_write_json(out / "model_info.json", info)
         if names is not None: write_labels_mapping(out / "labels_mapping.json", list(names), pre)
-        else: rank_zero_warn("ModelInfoCallback: no class names on the module or datamodule; labels_mapping.json not written")
+        else: rank_zero_warn("ModelInfoCallback: no class names on the module or datamodule; "
+                             "labels_mapping.json not written")
         self.info = info
         if self.print_table: Console().print(model_info_table(info))

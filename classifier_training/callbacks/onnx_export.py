@@ -22,38 +22,45 @@ __all__ = ['ONNXExportCallback']
 
 # %% ../../nbs/32_callbacks.onnx_export.ipynb #f9a9e11f
 class ONNXExportCallback(ArtifactCallback):
-    "Export the best (or last) checkpoint to a verified `model.onnx` at the end of fit, on rank zero."
+    "Export the best (or last) checkpoint to a verified `model.onnx` when fit ends, on rank zero."
     def __init__(self,
                  weights: str = "ema", # 'ema' or 'raw' weights of the checkpoint
-                 checkpoint: str = "best", # 'best' or 'last' checkpoint of the trainer's ModelCheckpoint
-                 with_preprocessing: bool = False, # uint8 input with scaling, normalisation and softmax in the graph
-                 num_verify_images: int = 64, # validation images used to verify onnxruntime against PyTorch
-                 output_dir: str | os.PathLike | None = None, # where to write; default trainer.default_root_dir
-                 layout: str = "NHWC", # uint8 input layout with with_preprocessing: 'NHWC' or 'NCHW'
+                 checkpoint: str = "best", # 'best' or 'last' checkpoint of the ModelCheckpoint
+                 with_preprocessing: bool = False, # uint8 input, preprocessing in the graph
+                 num_verify_images: int = 64, # validation images that verify onnxruntime vs PyTorch
+                 output_dir: str | os.PathLike | None = None, # None: trainer.default_root_dir
+                 layout: str = "NHWC", # uint8 input layout with with_preprocessing: NHWC or NCHW
                  batch_sizes: Sequence[int] = (1, 7, 32), # batch sizes verified with onnxruntime
                  atol: float = 1e-4, # largest allowed absolute difference in logits
                  opset: int = 18, # ONNX opset
                  latency_repeats: int = 5, # timed runs for the report's latency table; 0 skips it
                 ):
-        if weights not in ("ema", "raw"): raise ConfigError(f"ONNXExportCallback weights={weights!r}: use 'ema' or 'raw'")
-        if checkpoint not in ("best", "last"): raise ConfigError(f"ONNXExportCallback checkpoint={checkpoint!r}: use 'best' or 'last'")
-        if int(num_verify_images) < 1: raise ConfigError(f"ONNXExportCallback num_verify_images={num_verify_images}: use at least 1")
+        if weights not in ("ema", "raw"):
+            raise ConfigError(f"ONNXExportCallback weights={weights!r}: use 'ema' or 'raw'")
+        if checkpoint not in ("best", "last"):
+            raise ConfigError(f"ONNXExportCallback checkpoint={checkpoint!r}: use 'best' or 'last'")
+        if int(num_verify_images) < 1:
+            raise ConfigError(f"ONNXExportCallback num_verify_images={num_verify_images}: "
+                              "use at least 1")
         super().__init__(output_dir=output_dir, background=False)
-        self.weights, self.checkpoint, self.with_preprocessing = weights, checkpoint, bool(with_preprocessing)
-        self.num_verify_images, self.layout = int(num_verify_images), layout
-        self.batch_sizes, self.atol, self.opset, self.latency_repeats = tuple(batch_sizes), float(atol), int(opset), int(latency_repeats)
+        self.weights, self.checkpoint = weights, checkpoint
+        self.with_preprocessing, self.layout = bool(with_preprocessing), layout
+        self.num_verify_images, self.batch_sizes = int(num_verify_images), tuple(batch_sizes)
+        self.atol, self.opset, self.latency_repeats = float(atol), int(opset), int(latency_repeats)
         self.result: ExportResult | None = None
 
     def _checkpoint_path(self, trainer: Trainer) -> Path | None:
-        "The best checkpoint (of a ModelCheckpoint with a monitor), or the most recent 'last' one; None if no file."
+        "The best checkpoint (of a monitoring ModelCheckpoint) or the latest 'last' one, or None."
         callbacks = list(getattr(trainer, "checkpoint_callbacks", None) or [])
         if self.checkpoint == "best":
             ranked = [cb for cb in callbacks if getattr(cb, "monitor", None)] + callbacks
             paths = [getattr(cb, "best_model_path", "") for cb in ranked]
-        else:  # last.ckpt of save_last=True, or a ModelCheckpoint without monitor (it keeps the latest epoch)
+        else:  # last.ckpt (save_last=True), or a ModelCheckpoint without monitor (latest epoch)
             paths = [getattr(cb, "last_model_path", "") for cb in callbacks]
-            paths += [getattr(cb, "best_model_path", "") for cb in callbacks if not getattr(cb, "monitor", None)]
-            paths = sorted((p for p in paths if p and Path(p).is_file()), key=lambda p: Path(p).stat().st_mtime_ns, reverse=True)
+            paths += [getattr(cb, "best_model_path", "") for cb in callbacks
+                      if not getattr(cb, "monitor", None)]
+            paths = sorted((p for p in paths if p and Path(p).is_file()),
+                           key=lambda p: Path(p).stat().st_mtime_ns, reverse=True)
         return next((Path(p) for p in paths if p and Path(p).is_file()), None)
 
     def _verify_images(self, trainer: Trainer) -> list[str] | None:
@@ -69,17 +76,21 @@ class ONNXExportCallback(ArtifactCallback):
         ckpt = self._checkpoint_path(trainer)
         if ckpt is None:
             if self.weights == "raw":
-                rank_zero_warn("ONNXExportCallback: no checkpoint file to take the raw weights from; nothing exported "
-                               "(add a ModelCheckpoint, or use weights='ema' to export the module as it ends the fit)")
+                rank_zero_warn("ONNXExportCallback: no checkpoint file to take the raw weights "
+                               "from; nothing exported (add a ModelCheckpoint, or use "
+                               "weights='ema' to export the module as it ends the fit)")
                 return
-            rank_zero_warn(f"ONNXExportCallback: no {self.checkpoint} checkpoint file; exporting the module as it ends the fit")
+            rank_zero_warn(f"ONNXExportCallback: no {self.checkpoint} checkpoint file; exporting "
+                           "the module as it ends the fit")
         out_dir = self.resolve_output_dir(trainer)
         self.result = export_onnx(ckpt if ckpt is not None else pl_module, out_dir,
                                   weights=self.weights if ckpt is not None else "ema",
                                   with_preprocessing=self.with_preprocessing, layout=self.layout,
-                                  verify_images=self._verify_images(trainer), batch_sizes=self.batch_sizes,
-                                  opset=self.opset, atol=self.atol, latency_repeats=self.latency_repeats)
+                                  verify_images=self._verify_images(trainer),
+                                  batch_sizes=self.batch_sizes, opset=self.opset, atol=self.atol,
+                                  latency_repeats=self.latency_repeats)
         v = self.result.report["verification"]
-        rank_zero_info(f"ONNX export: {self.result.model_path} ({self.result.report['weights']} weights of "
-                       f"{ckpt.name if ckpt else 'the final module'}), verified on {v['num_images']} image(s): "
-                       f"max |diff| {v['max_abs_diff']:.1e}, top-1 agreement {v['top1_agreement']:.0%}")
+        rank_zero_info(f"ONNX export: {self.result.model_path} ({self.result.report['weights']} "
+                       f"weights of {ckpt.name if ckpt else 'the final module'}), verified on "
+                       f"{v['num_images']} image(s): max |diff| {v['max_abs_diff']:.1e}, top-1 "
+                       f"agreement {v['top1_agreement']:.0%}")

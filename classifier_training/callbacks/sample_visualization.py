@@ -38,7 +38,7 @@ def _for_display(images: torch.Tensor, pre: PreprocessingConfig | None) -> torch
 
 @functools.lru_cache(maxsize=8)
 def _font(size: int) -> ImageFont.ImageFont:
-    "DejaVu Sans (shipped with matplotlib) at `size` px; Pillow's default font when it cannot be found."
+    "DejaVu Sans (shipped with matplotlib) at `size` px; Pillow's default font when it is missing."
     spec = importlib.util.find_spec("matplotlib")
     for folder in (spec.submodule_search_locations or []) if spec else []:
         path = Path(folder) / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
@@ -60,7 +60,7 @@ def _to_pil(image: torch.Tensor) -> Image.Image:
     if x.shape[0] == 1: x = x.expand(3, -1, -1)
     return Image.fromarray((x.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8), "RGB")
 
-def image_grid(images: torch.Tensor | Sequence[torch.Tensor], # images in 0..1, each (3, H, W) or (1, H, W)
+def image_grid(images: torch.Tensor | Sequence[torch.Tensor], # in 0..1, each (3, H, W) or (1, H, W)
                titles: Sequence[str], # one caption per image (may hold line breaks)
                colors: Sequence[str] | None = None, # caption colour per image (default black)
                title: str = "", # title above the grid
@@ -77,7 +77,9 @@ def image_grid(images: torch.Tensor | Sequence[torch.Tensor], # images in 0..1, 
     width = ncols * (cell + pad) + pad
     canvas = Image.new("RGB", (width, head + nrows * (cap + cell + pad)), "white")
     draw = ImageDraw.Draw(canvas)
-    if title: draw.text((width / 2, 7), _fit(title, title_font, width - 2 * pad), fill="black", font=title_font, anchor="ma")
+    if title:
+        draw.text((width / 2, 7), _fit(title, title_font, width - 2 * pad), fill="black",
+                  font=title_font, anchor="ma")
     for i, image in enumerate(images):
         tile = _to_pil(image)
         scale = cell / max(tile.size)
@@ -87,8 +89,8 @@ def image_grid(images: torch.Tensor | Sequence[torch.Tensor], # images in 0..1, 
         x, y = pad + c * (cell + pad), head + r * (cap + cell + pad)
         canvas.paste(tile, (x + (cell - tile.width) // 2, y + cap + (cell - tile.height) // 2))
         caption = "\n".join(_fit(line, font, cell + pad - 2) for line in str(titles[i]).split("\n"))
-        draw.multiline_text((x + cell / 2, y + cap - 3), caption, fill=colors[i] if colors else "black", font=font,
-                            anchor="md", align="center", spacing=2)
+        draw.multiline_text((x + cell / 2, y + cap - 3), caption, font=font, anchor="md",
+                            fill=colors[i] if colors else "black", align="center", spacing=2)
     return canvas
 
 def _message_image(text: str) -> Image.Image:
@@ -105,7 +107,7 @@ def _save_image(image: Image.Image, path: Path) -> Path:
 
 # %% ../../nbs/26_callbacks.sample_visualization.ipynb #eb1c1fb0
 def _split_dataset(trainer: Trainer, stage: str):
-    "The dataset of the split being evaluated: datamodule.<stage>_dataset, else the dataloader's dataset."
+    "The dataset of the split being evaluated: datamodule.<stage>_dataset, else the dataloader's."
     attr = "val_dataset" if stage == "val" else "test_dataset"
     dataset = getattr(getattr(trainer, "datamodule", None), attr, None)
     if dataset is None:
@@ -115,24 +117,24 @@ def _split_dataset(trainer: Trainer, stage: str):
     return dataset
 
 class SampleVisualizationCallback(ArtifactCallback):
-    "Grids of sample predictions and of the most confident mistakes, per validation epoch and on the test set."
+    "Grids of sample predictions and of the most confident mistakes, per validation epoch and test."
     def __init__(self,
                  num_samples: int = 16, # images in the sample-predictions grid (0: no grid)
                  num_top_losses: int = 16, # images in the top-losses grid (0: no grid)
-                 output_dir: str | os.PathLike | None = None, # folder for the files; None -> trainer.default_root_dir
-                 per_epoch: bool = True, # write the grids under epochs/epoch_NNN/ after each validation epoch
+                 output_dir: str | os.PathLike | None = None, # None: trainer.default_root_dir
+                 per_epoch: bool = True, # grids under epochs/epoch_NNN/ after each validation epoch
                  cell_size: int = 128, # side of each image in the grids, in pixels
                  background: bool = True, # draw and save the PNGs on the shared writer thread
                 ):
         if num_samples < 0 or num_top_losses < 0:
-            raise ClassifierTrainingError(f"SampleVisualizationCallback: num_samples={num_samples} and "
-                                          f"num_top_losses={num_top_losses} must be >= 0")
+            raise ClassifierTrainingError(f"SampleVisualizationCallback: num_samples={num_samples} "
+                                          f"and num_top_losses={num_top_losses} must be >= 0")
         super().__init__(output_dir=output_dir, background=background)
         self.num_samples, self.num_top_losses = int(num_samples), int(num_top_losses)
         self.per_epoch, self.cell_size = per_epoch, int(cell_size)
         self._samples: dict[str, dict] = {}
         self._top: dict[str, dict] = {}
-        self.top_losses: dict[str, list[dict]] = {}  # latest per stage: loss, index, target, pred, conf
+        self.top_losses: dict[str, list[dict]] = {}  # latest per stage: loss, index, target, ...
 
     # -- collecting -------------------------------------------------------------------------------
     def _start(self, stage: str, pl_module: LightningModule):
@@ -144,12 +146,13 @@ class SampleVisualizationCallback(ArtifactCallback):
                             "conf": torch.zeros(k, device=pl_module.device)}
 
     def _update(self, stage: str, outputs, batch):
-        if not isinstance(outputs, Mapping) or "targets" not in outputs or not ("logits" in outputs or "probs" in outputs):
+        scores = isinstance(outputs, Mapping) and ("logits" in outputs or "probs" in outputs)
+        if not scores or "targets" not in outputs:
             got = sorted(outputs) if isinstance(outputs, Mapping) else type(outputs).__name__
             raise ClassifierTrainingError(
-                "SampleVisualizationCallback needs validation/test steps to return a dict with 'logits' (or 'probs'), "
-                f"'targets' and 'indices' (ImageClassifier does); got {got}. Remove the callback from the callbacks "
-                "config or return these keys.")
+                "SampleVisualizationCallback needs validation/test steps to return a dict with "
+                f"'logits' (or 'probs'), 'targets' and 'indices' (ImageClassifier does); got {got}."
+                " Remove the callback from the callbacks config or return these keys.")
         logits, targets = outputs.get("logits"), outputs["targets"].detach()
         probs = outputs.get("probs")
         probs = (probs if probs is not None else logits.float().softmax(-1)).detach()
@@ -158,62 +161,73 @@ class SampleVisualizationCallback(ArtifactCallback):
         conf = probs.gather(-1, preds[:, None]).squeeze(-1)
         samples = self._samples[stage]
         if self.num_samples and not (isinstance(batch, Mapping) and "images" in batch):
-            raise ClassifierTrainingError("SampleVisualizationCallback needs batches as dicts with 'images' "
-                                          "(ClassificationBatch); set num_samples=0 to draw top losses only")
-        if self.num_samples: self._collect_samples(samples, batch["images"], targets, preds, conf, outputs.get("indices"), probs.shape[-1])
+            raise ClassifierTrainingError("SampleVisualizationCallback needs batches as dicts with "
+                                          "'images' (ClassificationBatch); set num_samples=0 to "
+                                          "draw top losses only")
+        if self.num_samples:
+            self._collect_samples(samples, batch["images"], targets, preds, conf,
+                                  outputs.get("indices"), probs.shape[-1])
         if self.num_top_losses:
             if "indices" not in outputs:
-                raise ClassifierTrainingError("SampleVisualizationCallback needs 'indices' in the step outputs to name "
-                                              "the top-loss files; set num_top_losses=0 to draw samples only")
-            if logits is not None: loss = F.cross_entropy(logits.detach().float(), targets, reduction="none")
+                raise ClassifierTrainingError(
+                    "SampleVisualizationCallback needs 'indices' in the step outputs to name the "
+                    "top-loss files; set num_top_losses=0 to draw samples only")
+            if logits is not None:
+                loss = F.cross_entropy(logits.detach().float(), targets, reduction="none")
             else: loss = -probs.gather(-1, targets[:, None]).squeeze(-1).clamp_min(1e-12).log()
             loss = torch.where(preds != targets, loss, torch.full_like(loss, -math.inf))
             top = self._top[stage]
-            cand = {"loss": loss, "index": outputs["indices"].detach().long(), "target": targets.long(),
-                    "pred": preds.long(), "conf": conf.float()}
+            cand = {"loss": loss, "index": outputs["indices"].detach().long(),
+                    "target": targets.long(), "pred": preds.long(), "conf": conf.float()}
             merged = {key: torch.cat([top[key], cand[key].to(top[key].device)]) for key in top}
             keep = merged["loss"].topk(self.num_top_losses).indices
             self._top[stage] = {key: value[keep] for key, value in merged.items()}
 
-    def _collect_samples(self, samples: dict, images, targets, preds, conf, indices, num_classes: int):
-        "Keep candidates for the round-robin sample grid: up to ceil(n / classes) per true class, and n spares."
+    def _collect_samples(self, samples: dict, images, targets, preds, conf, indices,
+                         num_classes: int):
+        "Keep candidates for the round-robin grid: ceil(n / classes) per true class, and n spares."
         n = self.num_samples
         per_class = math.ceil(n / max(1, num_classes))
         by_class, spare = samples["by_class"], samples["spare"]
-        if len(spare) >= n and len(by_class) >= num_classes and all(len(v) >= per_class for v in by_class.values()):
-            samples["seen"] += len(targets); return  # every class and the spares are full: nothing left to keep
-        targets_l, preds_l, conf_l = targets.tolist(), preds.tolist(), conf.tolist()  # one transfer per batch
+        if (len(spare) >= n and len(by_class) >= num_classes
+                and all(len(v) >= per_class for v in by_class.values())):
+            samples["seen"] += len(targets); return  # every class and the spares are full
+        # one transfer per batch
+        targets_l, preds_l, conf_l = targets.tolist(), preds.tolist(), conf.tolist()
         indices_l = indices.tolist() if indices is not None else [-1] * len(targets_l)
         for j, label in enumerate(targets_l):
-            if label not in by_class:  # keep buckets for the n smallest labels only: memory stays O(n) with many classes
+            # buckets for the n smallest labels only: memory stays O(n) with many classes
+            if label not in by_class:
                 if len(by_class) >= n and label > max(by_class): by_class_ok = False
                 else:
                     if len(by_class) >= n: del by_class[max(by_class)]
                     by_class[label], by_class_ok = [], True
             else: by_class_ok = True
-            want_class, want_spare = by_class_ok and len(by_class[label]) < per_class, len(spare) < n
+            want_class = by_class_ok and len(by_class[label]) < per_class
+            want_spare = len(spare) < n
             if not (want_class or want_spare): continue
-            item = {"order": samples["seen"] + j, "image": images[j].detach().cpu().clone(), "target": label,
-                    "pred": preds_l[j], "conf": conf_l[j], "index": indices_l[j]}
+            item = {"order": samples["seen"] + j, "image": images[j].detach().cpu().clone(),
+                    "target": label, "pred": preds_l[j], "conf": conf_l[j], "index": indices_l[j]}
             if want_class: by_class[label].append(item)
             if want_spare: spare.append(item)
         samples["seen"] += len(targets_l)
 
     def _select_samples(self, samples: dict) -> dict:
-        "The grid's images: round-robin over the true classes (class order), topped up from the epoch's first images."
+        "The grid's images: round-robin over the true classes, then the epoch's first other images."
         buckets = [samples["by_class"][c] for c in sorted(samples["by_class"])]
         chosen, taken = [], set()
         for r in range(max((len(b) for b in buckets), default=0)):
             for b in buckets:
-                if r < len(b) and len(chosen) < self.num_samples: chosen.append(b[r]); taken.add(b[r]["order"])
+                if r < len(b) and len(chosen) < self.num_samples:
+                    chosen.append(b[r]); taken.add(b[r]["order"])
         for item in samples["spare"]:
             if len(chosen) >= self.num_samples: break
             if item["order"] not in taken: chosen.append(item); taken.add(item["order"])
         if not chosen: return {"images": [], "targets": [], "preds": [], "conf": [], "indices": []}
         return {"images": [torch.stack([c["image"] for c in chosen])],
                 **{key: [torch.tensor([c[k] for c in chosen], dtype=dtype)] for key, k, dtype in
-                   (("targets", "target", torch.long), ("preds", "pred", torch.long), ("conf", "conf", torch.float32),
-                    ("indices", "index", torch.long))}}
+                   (("targets", "target", torch.long), ("preds", "pred", torch.long),
+                    ("conf", "conf", torch.float32), ("indices", "index", torch.long))}}
 
     # -- drawing (on the writer thread: only snapshots and the split's dataset are passed in) ----
     def _caption(self, names: list[str] | None, i: int) -> str:
@@ -222,7 +236,8 @@ class SampleVisualizationCallback(ArtifactCallback):
     def _samples_grid(self, samples: dict, names, pre, title) -> Image.Image | None:
         if not samples["targets"]: return None
         images = _for_display(torch.cat(samples["images"]), pre)
-        targets, preds, conf = (torch.cat(samples[k]).tolist() for k in ("targets", "preds", "conf"))
+        targets, preds, conf = (torch.cat(samples[k]).tolist()
+                                for k in ("targets", "preds", "conf"))
         titles = [f"true: {self._caption(names, t)}\npred: {self._caption(names, p)} ({c:.2f})"
                   for t, p, c in zip(targets, preds, conf)]
         colors = ["green" if t == p else "red" for t, p in zip(targets, preds)]
@@ -230,16 +245,21 @@ class SampleVisualizationCallback(ArtifactCallback):
 
     def _top_loss_captions(self, entries: list[dict], paths, names) -> list[str]:
         "File name, true -> predicted class (confidence) and loss of each top-loss entry."
-        return [f"{Path(paths[int(e['index'])]).name if paths is not None else '#' + str(int(e['index']))}\n"
-                f"{self._caption(names, e['target'])} -> {self._caption(names, e['pred'])} ({e['conf']:.2f})\n"
-                f"loss {e['loss']:.2f}" for e in entries]
+        captions = []
+        for e in entries:
+            i = int(e["index"])
+            name = Path(paths[i]).name if paths is not None else f"#{i}"
+            true, pred = self._caption(names, e["target"]), self._caption(names, e["pred"])
+            captions.append(f"{name}\n{true} -> {pred} ({e['conf']:.2f})\nloss {e['loss']:.2f}")
+        return captions
 
     def _top_losses_grid(self, entries: list[dict], dataset, names, pre, title) -> Image.Image:
         if not entries: return _message_image(f"{title}: no misclassified images")
         images = []
         for e in entries:  # read again from disk, through the split's own (evaluation) transform
             item = dataset[int(e["index"])]
-            images.append(_for_display(item["image"] if isinstance(item, Mapping) else item[0], pre))
+            image = item["image"] if isinstance(item, Mapping) else item[0]
+            images.append(_for_display(image, pre))
         captions = self._top_loss_captions(entries, getattr(dataset, "paths", None), names)
         return image_grid(images, captions, ["red"] * len(images), title=title, cell=self.cell_size)
 
@@ -249,28 +269,33 @@ class SampleVisualizationCallback(ArtifactCallback):
             grid = self._samples_grid(samples, names, pre, f"{title}: sample predictions")
             if grid is not None: _save_image(grid, folder / "sample_predictions.png")
         if self.num_top_losses and (dataset is not None or not entries):
-            _save_image(self._top_losses_grid(entries, dataset, names, pre, f"{title}: most confident mistakes"),
-                        folder / "top_losses.png")
+            grid = self._top_losses_grid(entries, dataset, names, pre,
+                                         f"{title}: most confident mistakes")
+            _save_image(grid, folder / "top_losses.png")
 
     def _gather_top(self, stage: str, pl_module: LightningModule) -> list[dict]:
-        top = pl_module.all_gather(self._top[stage])  # DDP: (world, k) per key; one process: unchanged
+        top = pl_module.all_gather(self._top[stage])  # DDP: (world, k) per key; else as is
         top = {key: value.reshape(-1).cpu() for key, value in top.items()}
         entries, seen = [], set()
-        for i in top["loss"].argsort(descending=True).tolist():  # a DistributedSampler repeats a few samples: dedupe
+        # a DistributedSampler repeats a few samples: keep each index once
+        for i in top["loss"].argsort(descending=True).tolist():
             index = int(top["index"][i])
             if not math.isfinite(top["loss"][i].item()) or index in seen: continue
             seen.add(index)
             entries.append({key: top[key][i].item() for key in top})
         return entries[: self.num_top_losses]
 
-    def _finish(self, stage: str, trainer: Trainer, pl_module: LightningModule, folder: Path, title: str):
-        entries = self._gather_top(stage, pl_module) if self.num_top_losses else []  # every rank: a collective
+    def _finish(self, stage: str, trainer: Trainer, pl_module: LightningModule, folder: Path,
+                title: str):
+        # every rank: gathering the top losses is a collective
+        entries = self._gather_top(stage, pl_module) if self.num_top_losses else []
         self.top_losses[stage] = entries
         if not self.should_write(trainer): return
         dataset = _split_dataset(trainer, stage) if entries else None
         if entries and (dataset is None or min(e["index"] for e in entries) < 0):
-            rank_zero_warn(f"SampleVisualizationCallback: cannot read the {stage} top-loss images back (no dataset on "
-                           "the datamodule or dataloader, or batches without 'indices'); top_losses.png is not written")
+            rank_zero_warn(f"SampleVisualizationCallback: cannot read the {stage} top-loss images "
+                           "back (no dataset on the datamodule or dataloader, or batches without "
+                           "'indices'); top_losses.png is not written")
             dataset = None
         dm = getattr(trainer, "datamodule", None)
         self.submit(self._draw, self._select_samples(self._samples[stage]), entries, dataset,
@@ -279,8 +304,9 @@ class SampleVisualizationCallback(ArtifactCallback):
 
     # -- hooks ------------------------------------------------------------------------------------
     def _per_epoch_active(self, trainer: Trainer) -> bool:
-        "Per-epoch grids: while fitting, after the sanity check (a stand-alone trainer.validate() draws nothing)."
-        return self.per_epoch and not trainer.sanity_checking and trainer.state.fn == TrainerFn.FITTING
+        "Per-epoch grids: while fitting, after the sanity check (trainer.validate() alone: none)."
+        fitting = trainer.state.fn == TrainerFn.FITTING
+        return self.per_epoch and not trainer.sanity_checking and fitting
 
     @override
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule):
@@ -289,7 +315,8 @@ class SampleVisualizationCallback(ArtifactCallback):
     @override
     def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch,
                                 batch_idx: int, dataloader_idx: int = 0):
-        if self._per_epoch_active(trainer) and dataloader_idx == 0: self._update("val", outputs, batch)
+        if self._per_epoch_active(trainer) and dataloader_idx == 0:
+            self._update("val", outputs, batch)
 
     @override
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule):

@@ -33,8 +33,9 @@ def sampler_epoch_entry(epoch: int, # zero-based epoch
     drawn = {c: int(n) for c, n in zip(class_names, counts)}
     share = {c: (n / total if total else 0.0) for c, n in drawn.items()}
     target = {c: float(target.get(c, 0.0)) for c in class_names}
-    return {"epoch": int(epoch), "total_draws": total, "drawn": drawn, "drawn_share": share, "target": target,
-            "max_abs_share_error": max((abs(share[c] - target[c]) for c in class_names), default=0.0)}
+    error = max((abs(share[c] - target[c]) for c in class_names), default=0.0)
+    return {"epoch": int(epoch), "total_draws": total, "drawn": drawn, "drawn_share": share,
+            "target": target, "max_abs_share_error": error}
 
 def sampler_distribution_table(entry: dict, # output of sampler_epoch_entry
                               ) -> Table:
@@ -48,9 +49,9 @@ def sampler_distribution_table(entry: dict, # output of sampler_epoch_entry
     return table
 
 class SamplerDistributionCallback(ArtifactCallback):
-    "Count the classes drawn each training epoch, compare with the sampler's target; table + `sampler_distribution.json`."
+    "Count the classes drawn each training epoch against the sampler's target; print and save them."
     def __init__(self,
-                 output_dir: str | os.PathLike | None = None, # folder for the file; None: `trainer.default_root_dir`
+                 output_dir: str | os.PathLike | None = None, # None: trainer.default_root_dir
                  print_table: bool = True, # print a table each epoch on rank zero
                  file_name: str = "sampler_distribution.json", # name of the JSON file
                 ):
@@ -69,8 +70,9 @@ class SamplerDistributionCallback(ArtifactCallback):
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        "On resume, take back from the JSON file the epochs finished before the checkpoint but missing from it."
-        if trainer.current_epoch == 0 or not trainer.is_global_zero or not self._path(trainer).is_file(): return
+        "On resume, take back from the JSON file the finished epochs that the checkpoint lacks."
+        if trainer.current_epoch == 0 or not trainer.is_global_zero: return
+        if not self._path(trainer).is_file(): return
         try: on_disk = json.loads(self._path(trainer).read_text())
         except (OSError, ValueError): return
         known = {e["epoch"] for e in self.history}
@@ -82,7 +84,8 @@ class SamplerDistributionCallback(ArtifactCallback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         "Start counting when the datamodule uses a weighted sampler."
         target = self._target(trainer)
-        self._counts = None if target is None else torch.zeros(len(target), dtype=torch.long, device=pl_module.device)
+        self._counts = None if target is None else torch.zeros(len(target), dtype=torch.long,
+                                                                device=pl_module.device)
 
     @override
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
@@ -90,13 +93,14 @@ class SamplerDistributionCallback(ArtifactCallback):
         "Add this batch's labels to the epoch's counts (on the device, no synchronisation)."
         if self._counts is None: return
         labels = batch["labels"].to(self._counts.device)
-        self._counts += torch.bincount(labels, minlength=self._counts.numel())[: self._counts.numel()]
+        n = self._counts.numel()
+        self._counts += torch.bincount(labels, minlength=n)[:n]
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         "Sum the counts over processes; record, print and write the epoch on rank zero."
         if self._counts is None: return
-        counts = trainer.strategy.reduce(self._counts, reduce_op="sum")  # collective: every rank calls it
+        counts = trainer.strategy.reduce(self._counts, reduce_op="sum")  # a collective: every rank
         self._counts = None
         target = self._target(trainer)
         dm = trainer.datamodule

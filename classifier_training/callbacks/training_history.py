@@ -22,7 +22,8 @@ from ..core import atomic_write_text
 __all__ = ['HISTORY_METRICS', 'HISTORY_PLOTS', 'history_to_csv', 'plot_history', 'TrainingHistoryCallback']
 
 # %% ../../nbs/25_callbacks.training_history.ipynb #cc185fef
-HISTORY_METRICS = ("train/loss", "train/acc_top1", "val/loss", "val/acc_top1", "val/acc_top5", "val/f1_macro")
+HISTORY_METRICS = ("train/loss", "train/acc_top1", "val/loss", "val/acc_top1", "val/acc_top5",
+                   "val/f1_macro")
 HISTORY_PLOTS = {"loss": ("train/loss", "val/loss"), "acc_top1": ("train/acc_top1", "val/acc_top1"),
                  "f1_macro": ("val/f1_macro",), "lr": ("lr",)}
 
@@ -52,22 +53,23 @@ def plot_history(rows: Sequence[Mapping], # one dict per epoch, with an "epoch" 
     for key, points in series.items():
         if points: ax.plot(*zip(*points), marker="o", markersize=3, label=key)
     values = [v for points in series.values() for _, v in points]
-    if set(keys) == {"lr"} and min(values) > 0 and max(values) / min(values) > 20: ax.set_yscale("log")
+    if set(keys) == {"lr"} and min(values) > 0 and max(values) / min(values) > 20:
+        ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend(fontsize=8)
-    fig.subplots_adjust(left=0.16, right=0.97, bottom=0.15, top=0.9)  # fixed: tight_layout costs a second draw
+    fig.subplots_adjust(left=0.16, right=0.97, bottom=0.15, top=0.9)  # tight_layout: a second draw
     return fig
 
 # %% ../../nbs/25_callbacks.training_history.ipynb #973ee2ba
 class TrainingHistoryCallback(ArtifactCallback):
-    "Per-epoch metrics and learning rate as `training_history.csv` and PNG curves, current at every epoch end."
+    "Per-epoch metrics and learning rate as CSV and PNG curves, rewritten at every epoch end."
     def __init__(self,
-                 output_dir: str | os.PathLike | None = None, # folder for the files; None -> trainer.default_root_dir
+                 output_dir: str | os.PathLike | None = None, # None: trainer.default_root_dir
                  metrics: Sequence[str] = HISTORY_METRICS, # logged keys to record, one column each
-                 plots: Mapping[str, Sequence[str]] | None = None, # file stem -> columns drawn; None -> HISTORY_PLOTS
+                 plots: Mapping[str, Sequence[str]] | None = None, # None: HISTORY_PLOTS
                  dpi: int = 100, # resolution of the PNG files
                  background: bool = True, # draw and save the PNGs on the shared writer thread
                 ):
@@ -94,7 +96,8 @@ class TrainingHistoryCallback(ArtifactCallback):
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule):
-        self.rows = [r for r in self.rows if r["epoch"] < trainer.current_epoch]  # resume: recompute from here
+        # on resume, the epochs from here on are recomputed
+        self.rows = [r for r in self.rows if r["epoch"] < trainer.current_epoch]
 
     @override
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule):
@@ -122,7 +125,8 @@ class TrainingHistoryCallback(ArtifactCallback):
         output_dir = Path(output_dir)
         rows = [dict(r) for r in self.rows]  # a snapshot: the writer thread must not see later rows
         self.submit(self._save_plots, rows, output_dir / "training_history")  # one job per epoch
-        return atomic_write_text(output_dir / "training_history.csv", history_to_csv(rows, self.columns))
+        csv_text = history_to_csv(rows, self.columns)
+        return atomic_write_text(output_dir / "training_history.csv", csv_text)
 
     def _save_plots(self, rows: list[dict], folder: Path):
         for name, keys in self.plots.items():
