@@ -45,14 +45,15 @@ class ExportError(ClassifierTrainingError):
     "The ONNX export failed or did not match PyTorch."
 
 class CheckpointError(ClassifierTrainingError):
-    "A checkpoint file is missing, unreadable, unsafe (pickled code) or lacks what the caller needs."
+    "A checkpoint file is missing, unreadable, unsafe (pickled code) or lacks what is needed."
 
 # %% ../nbs/00_core.ipynb #9a854279
-def error_summary(error: BaseException, # any exception, possibly with an empty or multi-line message
+def error_summary(error: BaseException, # any exception; its message may be empty or span lines
                   limit: int | None = 300, # longest detail kept; None: no limit
                  ) -> str:
     "The first non-empty line of `error`'s message, or its type name when the message is empty."
-    line = next((l.strip() for l in str(error).splitlines() if l.strip()), "") or type(error).__name__
+    line = (next((l.strip() for l in str(error).splitlines() if l.strip()), "")
+            or type(error).__name__)
     return line if limit is None or len(line) <= limit else line[: limit - 3] + "..."
 
 # %% ../nbs/00_core.ipynb #e8817195
@@ -72,29 +73,37 @@ class PreprocessingConfig:
     image_size: int  # side of the square model input, in pixels
     crop_pct: float = 0.875  # eval: share of the resized image kept by the centre crop
     interpolation: str = "bilinear"  # one of INTERPOLATIONS
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # per-channel mean, RGB, on 0..1 values
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)  # per-channel std, RGB, on 0..1 values
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # per-channel mean, RGB, 0..1 values
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)  # per-channel std, RGB, 0..1 values
     channel_order: str = "RGB"
-    value_range: tuple[float, float] = (0.0, 1.0)  # pixel values are scaled to this range before normalising
+    value_range: tuple[float, float] = (0.0, 1.0)  # pixels are scaled to this, then normalised
 
     def __post_init__(self):
-        if int(self.image_size) < 8: raise ConfigError(f"preprocessing.image_size={self.image_size!r}: use at least 8 pixels")
-        if not 0 < float(self.crop_pct) <= 1: raise ConfigError(f"preprocessing.crop_pct={self.crop_pct!r}: must be in (0, 1]")
+        if int(self.image_size) < 8:
+            raise ConfigError(f"preprocessing.image_size={self.image_size!r}: "
+                              "use at least 8 pixels")
+        if not 0 < float(self.crop_pct) <= 1:
+            raise ConfigError(f"preprocessing.crop_pct={self.crop_pct!r}: must be in (0, 1]")
         if self.interpolation not in INTERPOLATIONS:
-            raise ConfigError(f"preprocessing.interpolation={self.interpolation!r}: use one of {', '.join(INTERPOLATIONS)}")
+            raise ConfigError(f"preprocessing.interpolation={self.interpolation!r}: "
+                              f"use one of {', '.join(INTERPOLATIONS)}")
         for key in ("mean", "std"):
             value = tuple(float(v) for v in getattr(self, key))
-            if len(value) != 3: raise ConfigError(f"preprocessing.{key}={value!r}: give three values (R, G, B)")
+            if len(value) != 3:
+                raise ConfigError(f"preprocessing.{key}={value!r}: give three values (R, G, B)")
             object.__setattr__(self, key, value)
-        if any(s <= 0 for s in self.std): raise ConfigError(f"preprocessing.std={self.std!r}: values must be positive")
+        if any(s <= 0 for s in self.std):
+            raise ConfigError(f"preprocessing.std={self.std!r}: values must be positive")
         object.__setattr__(self, "image_size", int(self.image_size))
         object.__setattr__(self, "crop_pct", float(self.crop_pct))
         object.__setattr__(self, "value_range", tuple(float(v) for v in self.value_range))
         if self.value_range != (0.0, 1.0):
-            raise ConfigError(f"preprocessing.value_range={list(self.value_range)}: only [0.0, 1.0] is supported "
-                              "(pixels are divided by 255 before normalising)")
+            raise ConfigError(f"preprocessing.value_range={list(self.value_range)}: only "
+                              "[0.0, 1.0] is supported (pixels are divided by 255 before "
+                              "normalising)")
         if self.channel_order != "RGB":
-            raise ConfigError(f"preprocessing.channel_order={self.channel_order!r}: only 'RGB' is supported")
+            raise ConfigError(f"preprocessing.channel_order={self.channel_order!r}: "
+                              "only 'RGB' is supported")
 
     @property
     def resize_size(self) -> int:
@@ -104,7 +113,8 @@ class PreprocessingConfig:
     def to_dict(self) -> dict:
         "A JSON-ready dict, `resize_size` included for consumers that do not compute it."
         d = dataclasses.asdict(self)
-        d.update(mean=list(self.mean), std=list(self.std), value_range=list(self.value_range), resize_size=self.resize_size)
+        d.update(mean=list(self.mean), std=list(self.std), value_range=list(self.value_range),
+                 resize_size=self.resize_size)
         return d
 
     @classmethod
@@ -114,7 +124,9 @@ class PreprocessingConfig:
         d.pop("resize_size", None)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
-        if unknown: raise ConfigError(f"unknown preprocessing key(s) {unknown}; valid keys: {sorted(known)}")
+        if unknown:
+            raise ConfigError(f"unknown preprocessing key(s) {unknown}; "
+                              f"valid keys: {sorted(known)}")
         return cls(**d)
 
     def with_image_size(self, image_size: int) -> "PreprocessingConfig":
@@ -131,7 +143,7 @@ def _fsync_dir(folder: Path):
         finally: os.close(fd)
 
 def _set_mode(fd: int, path: str, mode: int):
-    # os.fchmod is POSIX-only before Python 3.13 (Windows); there os.chmod on the path does the same job
+    # Windows has no os.fchmod before Python 3.13; os.chmod on the path does the same job
     if hasattr(os, "fchmod"): os.fchmod(fd, mode)
     else: os.chmod(path, mode)
 
@@ -144,7 +156,7 @@ def atomic_writer(path: str | os.PathLike, # file to create or replace
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        _set_mode(fd, tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; an artifact gets a normal file's mode
+        _set_mode(fd, tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give a plain file's mode
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
             f.flush()
@@ -174,7 +186,8 @@ def _json_default(o):
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
     "Write `obj` as pretty JSON (numpy/torch scalars and paths allowed) to `path` atomically."
-    return atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False, default=_json_default) + "\n")
+    return atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False,
+                                              default=_json_default) + "\n")
 
 def atomic_save_figure(fig, # a matplotlib Figure
                        path: str | os.PathLike, **kwargs) -> Path:
@@ -193,10 +206,12 @@ def is_image_path(path: str | os.PathLike) -> bool:
     "True when the file name has an image extension we read, in any letter case."
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
-def natural_sort_key(text: str) -> tuple:
-    "Sort key that orders embedded numbers by value: '2' before '10', 'class9' before 'class10'."
-    return tuple((0, int(part), part) if part.isdigit() else (1, 0, part.casefold())
-                 for part in re.split(r"(\d+)", str(text)) if part != "")
+def natural_sort_key(text: str, # a class name, file name or path
+                    ) -> tuple:
+    "A total order: numbers by value ('2' before '10'), case ignored, then the exact string."
+    parts = tuple((0, int(part), part) if part.isdigit() else (1, 0, part.casefold())
+                  for part in re.split(r"(\d+)", str(text)) if part != "")
+    return (parts, str(text))
 
 def sha256_bytes(data: bytes) -> str:
     "Hex sha256 of `data`."
@@ -302,7 +317,8 @@ def to_rgb(im: Image.Image, # a loaded Pillow image of any mode
     mode = im.mode
     if mode == "RGB": return im
     if mode == "P": return _alpha_on_white(im) if "transparency" in im.info else im.convert("RGB")
-    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info: return _alpha_on_white(im)
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info:
+        return _alpha_on_white(im)
     if mode.startswith("I") or mode == "F": return _wide_to_l(im).convert("RGB")
     return im.convert("RGB")
 
@@ -313,29 +329,31 @@ def _decode(fp, path, max_pixels: int | None) -> Image.Image:
     try:
         im = Image.open(fp)
         if limit and im.width * im.height > limit:
-            raise ImageReadError(path, "too_large", f"{im.width}x{im.height} = {im.width * im.height:,} pixels is over the "
-                                 f"limit of {limit:,} pixels (decompression-bomb guard); resize the image, or raise the "
-                                 "limit (data.max_pixels when training)")
+            raise ImageReadError(path, "too_large", f"{im.width}x{im.height} = "
+                                 f"{im.width * im.height:,} pixels is over the limit of {limit:,} "
+                                 "pixels (decompression-bomb guard); resize the image, or raise "
+                                 "the limit (data.max_pixels when training)")
         im.load()
         try: ImageOps.exif_transpose(im, in_place=True)
-        except Exception: pass  # a damaged EXIF block must not cost a decodable image: keep it as stored
+        except Exception: pass  # a damaged EXIF block must not cost a decodable image
         return to_rgb(im)
     except ImageReadError: raise
     except _PixelValueError as e: raise ImageReadError(path, "unsupported", str(e)) from None
     except Image.DecompressionBombError as e:
-        raise ImageReadError(path, "too_large", f"{e} (decompression-bomb guard); resize the image, or raise the limit "
-                             "(data.max_pixels when training)") from None
+        raise ImageReadError(path, "too_large", f"{e} (decompression-bomb guard); resize the "
+                             "image, or raise the limit (data.max_pixels when training)") from None
     except UnidentifiedImageError:
-        raise ImageReadError(path, "not_an_image", "Pillow cannot identify this file as an image; remove it or "
-                             "replace it with a real image") from None
+        raise ImageReadError(path, "not_an_image", "Pillow cannot identify this file as an image; "
+                             "remove it or replace it with a real image") from None
     except (OSError, SyntaxError, ValueError, EOFError, struct_error, MemoryError) as e:
         text = error_summary(e)
-        reason = "truncated" if ("truncated" in text.lower() or isinstance(e, EOFError)) else "unreadable"
+        reason = ("truncated" if ("truncated" in text.lower() or isinstance(e, EOFError))
+                  else "unreadable")
         raise ImageReadError(path, reason, f"{text}; re-export or remove the file") from None
 
 def load_image_rgb(path: str | os.PathLike, # image file
-                   max_pixels: int | None = None, # refuse larger images; None: Pillow's Image.MAX_IMAGE_PIXELS
-                   data: bytes | None = None, # the file's bytes when already read (`path` then only names it)
+                   max_pixels: int | None = None, # refuse larger images; None: Pillow's limit
+                   data: bytes | None = None, # its bytes if already read; path then only names it
                   ) -> Image.Image:
     "Fully decode an image file into an 8-bit RGB Pillow image, EXIF orientation applied."
     if data is None: data = read_image_bytes(path)
@@ -345,7 +363,7 @@ def load_image_rgb(path: str | os.PathLike, # image file
 
 # %% ../nbs/00_core.ipynb #20d521c9
 def labels_mapping(class_names: list[str], # class names in index order
-                   preprocessing: PreprocessingConfig | dict | None = None, # how inputs were prepared
+                   preprocessing: PreprocessingConfig | dict | None = None, # input preparation
                   ) -> dict:
     "The content of `labels_mapping.json` for these classes."
     names = [str(n) for n in class_names]
@@ -354,7 +372,8 @@ def labels_mapping(class_names: list[str], # class names in index order
                "class_to_idx": {n: i for i, n in enumerate(names)},
                "idx_to_class": {str(i): n for i, n in enumerate(names)}}
     if preprocessing is not None:
-        mapping["preprocessing"] = (preprocessing.to_dict() if isinstance(preprocessing, PreprocessingConfig)
+        mapping["preprocessing"] = (preprocessing.to_dict()
+                                    if isinstance(preprocessing, PreprocessingConfig)
                                     else PreprocessingConfig.from_dict(preprocessing).to_dict())
     return mapping
 

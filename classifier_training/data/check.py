@@ -31,12 +31,12 @@ class FileCheck:
     "What the check learned about one image file."
     path: Path  # the image file
     sha256: str | None  # hash of the file bytes (None when the file could not be read)
-    size: tuple[int, int] | None  # (width, height) after EXIF orientation; None when it did not decode
+    size: tuple[int, int] | None  # (width, height) after EXIF orientation; None: did not decode
     reason: str | None = None  # None when the image decodes; else one of core.IMAGE_READ_REASONS
     message: str | None = None  # the full explanation for a bad file
 
 def check_image_file(path: str | os.PathLike, # image file
-                     max_pixels: int | None = None, # decompression-bomb limit (None: Pillow's default)
+                     max_pixels: int | None = None, # decompression-bomb limit (None: Pillow's)
                     ) -> FileCheck:
     "Read, hash and fully decode one image file; never raises for a bad image."
     path = Path(path)
@@ -56,21 +56,24 @@ def _check_chunk(paths: list[str], max_pixels: int | None) -> list[FileCheck]:
     return [check_image_file(p, max_pixels) for p in paths]
 
 def check_files(paths: list[str | os.PathLike], # image files to check
-                num_workers: int | None = None, # pool size; None: one per available core; 0: the calling thread
+                num_workers: int | None = None, # pool size; None: one per core; 0: calling thread
                 max_pixels: int | None = None, # decompression-bomb limit (None: Pillow's default)
                 min_parallel: int = 64, # fewer files than this are checked in the calling thread
                 executor: str = "thread", # 'thread' or 'process' pool
                ) -> list[FileCheck]:
-    "Check image files (read, hash, full decode), in parallel when worth it; results in input order."
-    if executor not in ("thread", "process"): raise ConfigError(f"executor={executor!r}: use 'thread' or 'process'")
+    "Check image files (read, hash, full decode), in parallel when it pays; results in input order."
+    if executor not in ("thread", "process"):
+        raise ConfigError(f"executor={executor!r}: use 'thread' or 'process'")
     paths = [str(p) for p in paths]
     workers = _available_cores() if num_workers is None else int(num_workers)
     if workers <= 1 or len(paths) < min_parallel: return _check_chunk(paths, max_pixels)
     size = max(16, min(256, len(paths) // (workers * 8) or 1))
     chunks = [paths[i:i + size] for i in range(0, len(paths), size)]
-    pool = (concurrent.futures.ThreadPoolExecutor if executor == "thread" else concurrent.futures.ProcessPoolExecutor)
+    pool = (concurrent.futures.ThreadPoolExecutor if executor == "thread"
+            else concurrent.futures.ProcessPoolExecutor)
     with pool(max_workers=workers) as ex:
-        return [r for part in ex.map(_check_chunk, chunks, [max_pixels] * len(chunks)) for r in part]
+        return [r for part in ex.map(_check_chunk, chunks, [max_pixels] * len(chunks))
+                for r in part]
 
 # %% ../../nbs/03_data.check.ipynb #ebe9b71f
 CHECK_POLICIES = ("skip", "warn", "fail")
@@ -94,14 +97,15 @@ class DatasetCheckError(DatasetError):
 
 @dataclasses.dataclass
 class DatasetReport:
-    "Result of `check_dataset`: bad files with reasons, class counts, balance, missing classes, leakage."
+    "Result of `check_dataset`: bad files, class counts and balance, missing classes, leakage."
     index: DatasetIndex  # the index as scanned
     clean_index: DatasetIndex  # the index to train on (bad files removed under policy 'skip')
     policy: str  # 'skip', 'warn' or 'fail'
     bad_files: list[BadFile]
     duplicates_across_splits: list[dict]  # [{'sha256', 'files': [{'split', 'path'}]}]: leakage
     duplicates_within_split: dict[str, int]  # split -> number of extra copies of identical files
-    image_size_range: dict[str, list[int] | None]  # {'min': [w, h], 'max': [w, h]} over decodable images
+    # {'min': [w, h], 'max': [w, h]} over the images that decode
+    image_size_range: dict[str, list[int] | None]
     seconds: float  # time spent decoding
     num_workers: int  # decoding workers used (0: checked in the calling thread)
 
@@ -116,21 +120,23 @@ class DatasetReport:
 
     @property
     def imbalance_ratio(self) -> float | None:
-        "Largest / smallest train class count over classes with train images (None with fewer than two)."
+        "Largest / smallest train class count, over classes with train images (None: under two)."
         n = [c for c in self.counts()["train"].values() if c > 0]
         return round(max(n) / min(n), 3) if len(n) >= 2 else None
 
     @property
     def empty_classes(self) -> list[str]:
-        "Classes without a usable train image: empty class folders and classes whose train images are all bad."
+        "Classes without a usable train image (an empty folder, or every train image bad)."
         zero = [c for c, n in self.counts()["train"].items() if n == 0]
-        return list(self.index.empty_classes) + [c for c in zero if c not in self.index.empty_classes]
+        empty = list(self.index.empty_classes)
+        return empty + [c for c in zero if c not in empty]
 
     @property
     def missing_classes(self) -> dict[str, list[str]]:
         "For val and test (when not empty): classes with no image there."
         counts = self.counts()
-        return {s: [c for c, n in counts[s].items() if n == 0] for s in ("val", "test") if sum(counts[s].values())}
+        return {s: [c for c, n in counts[s].items() if n == 0] for s in ("val", "test")
+                if sum(counts[s].values())}
 
     @property
     def bad_by_reason(self) -> dict[str, int]:
@@ -139,13 +145,15 @@ class DatasetReport:
 
     def to_dict(self) -> dict:
         "A JSON-ready dict (paths relative to the dataset root)."
-        root = self.index.root
+        split = self.index.to_dict(include_files=bool(self.index.derived_splits))
+        keep = ("split_seed", "val_fraction", "test_fraction", "derived_splits", "sources", "files")
         return {
-            "root": str(root), "format": str(self.index.format), "policy": self.policy,
+            "root": str(self.index.root), "format": str(self.index.format), "policy": self.policy,
             "class_names": list(self.index.class_names),
-            "checked_images": self.num_checked, "bad_images": len(self.bad_files), "bad_by_reason": self.bad_by_reason,
-            "bad_files": [{"path": self.index.relative(b.path), "splits": b.splits, "reason": b.reason, "message": b.message}
-                          for b in self.bad_files],
+            "checked_images": self.num_checked, "bad_images": len(self.bad_files),
+            "bad_by_reason": self.bad_by_reason,
+            "bad_files": [{"path": self.index.relative(b.path), "splits": b.splits,
+                           "reason": b.reason, "message": b.message} for b in self.bad_files],
             "counts": self.counts(), "counts_before_check": self.index.counts(),
             "imbalance_ratio": self.imbalance_ratio, "empty_classes": self.empty_classes,
             "missing_classes": self.missing_classes, "unknown_labels": self.index.unknown_labels,
@@ -154,57 +162,74 @@ class DatasetReport:
             "ignored_files": [self.index.relative(p) for p in self.index.ignored_files],
             "image_size_range": self.image_size_range,
             "seconds": round(self.seconds, 3), "num_workers": self.num_workers,
-            "images_per_second": round(self.num_checked / self.seconds, 1) if self.seconds > 0 else None,
-            "split": {k: v for k, v in self.index.to_dict(include_files=bool(self.index.derived_splits)).items()
-                      if k in ("split_seed", "val_fraction", "test_fraction", "derived_splits", "sources", "files")},
+            "images_per_second": (round(self.num_checked / self.seconds, 1) if self.seconds > 0
+                                  else None),
+            "split": {k: v for k, v in split.items() if k in keep},
         }
 
-    def print_summary(self, console: Console | None = None, # rich console (default: a new one on stdout)
+    def print_summary(self, console: Console | None = None, # rich console (None: a new one)
                       max_lines: int = 10, # bad files / duplicate groups listed at most
-                      per_class: bool | None = None, # also print the per-class table (None: when at most 20 classes)
+                      per_class: bool | None = None, # per-class table too (None: <= 20 classes)
                      ):
         "Print a table (one line per split) and every problem found, loudly."
         console = console or Console()
         if per_class or (per_class is None and len(self.index.class_names) <= 20):
             console.print(class_distribution_table(self.counts()))
         root, counts, before = self.index.root, self.counts(), self.index.counts()
-        table = Table(title=escape(f"Dataset check: {root} ({self.index.format}, policy {self.policy})"))
-        for col in ("split", "images", "bad", "classes", "min/class", "max/class", "missing classes"):
-            table.add_column(col, justify="left" if col in ("split", "missing classes") else "right")
+        table = Table(title=escape(f"Dataset check: {root} ({self.index.format}, "
+                                   f"policy {self.policy})"))
+        for col in ("split", "images", "bad", "classes", "min/class", "max/class",
+                    "missing classes"):
+            table.add_column(col, justify="left" if col in ("split", "missing classes")
+                             else "right")
         bad_per_split = Counter(s for b in self.bad_files for s in b.splits)
         for s in SPLITS:
             c = counts[s]; n = sum(c.values())
-            if not sum(before[s].values()) and not bad_per_split[s]: table.add_row(s, "0", "", "", "", "", "(empty split)"); continue
-            missing = self.missing_classes.get(s, [c_ for c_, v in c.items() if v == 0] if s == "train" else [])
-            table.add_row(s, str(n), str(bad_per_split[s] or ""), f"{sum(1 for v in c.values() if v)}/{len(c)}",
+            if not sum(before[s].values()) and not bad_per_split[s]:
+                table.add_row(s, "0", "", "", "", "", "(empty split)"); continue
+            missing = self.missing_classes.get(s, [c_ for c_, v in c.items() if v == 0]
+                                               if s == "train" else [])
+            table.add_row(s, str(n), str(bad_per_split[s] or ""),
+                          f"{sum(1 for v in c.values() if v)}/{len(c)}",
                           str(min(c.values())), str(max(c.values())), escape(_short(missing, 4)))
         console.print(table)
         lines = []
         if self.bad_files:
-            action = {"skip": "left out of training", "warn": "KEPT (decoding will fail during training)",
+            action = {"skip": "left out of training",
+                      "warn": "KEPT (decoding will fail during training)",
                       "fail": "the run stops"}[self.policy]
             lines.append(f"[bold red]{len(self.bad_files)} bad image(s), {action}:[/] " +
                          ", ".join(f"{k} {v}" for k, v in self.bad_by_reason.items()))
-            lines += [f"  [red]{escape(self.index.relative(b.path))}[/]: {escape(b.message.removeprefix(f'{b.path}: '))}" for b in self.bad_files[:max_lines]]
-            if len(self.bad_files) > max_lines: lines.append(f"  ... and {len(self.bad_files) - max_lines} more (see dataset_report.json)")
+            lines += [f"  [red]{escape(self.index.relative(b.path))}[/]: "
+                      f"{escape(b.message.removeprefix(f'{b.path}: '))}"
+                      for b in self.bad_files[:max_lines]]
+            if len(self.bad_files) > max_lines:
+                lines.append(f"  ... and {len(self.bad_files) - max_lines} more "
+                             "(see dataset_report.json)")
         if self.duplicates_across_splits:
-            lines.append(f"[bold yellow]leakage: {len(self.duplicates_across_splits)} image(s) appear in more than one split:[/]")
-            lines += ["  " + escape(" == ".join(f"{f['path']} ({f['split']})" for f in g["files"])) for g in self.duplicates_across_splits[:max_lines]]
+            lines.append(f"[bold yellow]leakage: {len(self.duplicates_across_splits)} image(s) "
+                         "appear in more than one split:[/]")
+            lines += ["  " + escape(" == ".join(f"{f['path']} ({f['split']})" for f in g["files"]))
+                      for g in self.duplicates_across_splits[:max_lines]]
         for split, labels in self.index.unknown_labels.items():
-            lines.append(f"[yellow]{split}: labels unknown to train excluded:[/] {escape(str(labels))}")
-        if self.empty_classes: lines.append(f"[yellow]classes without usable train images:[/] {escape(str(self.empty_classes))}")
+            lines.append(f"[yellow]{split}: labels unknown to train excluded:[/] "
+                         f"{escape(str(labels))}")
+        if self.empty_classes:
+            lines.append("[yellow]classes without usable train images:[/] "
+                         f"{escape(str(self.empty_classes))}")
         if self.imbalance_ratio and self.imbalance_ratio >= 3:
-            lines.append(f"[yellow]imbalance ratio {self.imbalance_ratio} (largest / smallest train class); "
-                         "consider data.sampler=auto or data.class_weights=auto[/]")
+            lines.append(f"[yellow]imbalance ratio {self.imbalance_ratio} (largest / smallest "
+                         "train class); consider data.sampler=auto or data.class_weights=auto[/]")
         if any(self.duplicates_within_split.values()):
             lines.append(escape(f"duplicate files within a split: {self.duplicates_within_split}"))
-        if self.index.ignored_files: lines.append(escape(f"{len(self.index.ignored_files)} non-image file(s) ignored "
-                                                         f"(e.g. {self.index.relative(self.index.ignored_files[0])})"))
+        if self.index.ignored_files:
+            lines.append(escape(f"{len(self.index.ignored_files)} non-image file(s) ignored "
+                                f"(e.g. {self.index.relative(self.index.ignored_files[0])})"))
         ratio = f"imbalance ratio {self.imbalance_ratio}; " if self.imbalance_ratio else ""
         lines.append(f"{ratio}{self.num_checked} images decoded in {self.seconds:.2f} s")
         for line in lines: console.print(line, highlight=False, soft_wrap=True)
 
-def class_distribution_table(counts: dict[str, dict[str, int]], # split -> class -> images (DatasetIndex.counts())
+def class_distribution_table(counts: dict[str, dict[str, int]], # split -> class -> images
                              title: str = "Images per class", # table title
                             ) -> Table:
     "A rich table: one row per class, images and share of each split, non-empty splits only."
@@ -214,14 +239,16 @@ def class_distribution_table(counts: dict[str, dict[str, int]], # split -> class
     for s in splits: table.add_column(s, justify="right")
     totals = {s: sum(counts[s].values()) for s in splits}
     for name in (counts.get("train") or next(iter(counts.values()), {})):
-        table.add_row(escape(name), *(f"{counts[s].get(name, 0)} ({counts[s].get(name, 0) / totals[s]:.0%})" for s in splits))
+        cells = (f"{counts[s].get(name, 0)} ({counts[s].get(name, 0) / totals[s]:.0%})"
+                 for s in splits)
+        table.add_row(escape(name), *cells)
     return table
 
 def _short(items: list[str], n: int) -> str:
     return ", ".join(items[:n]) + (f" (+{len(items) - n})" if len(items) > n else "")
 
 def write_dataset_report(report: DatasetReport, # result of check_dataset
-                         path: str | os.PathLike, # JSON file to write (e.g. <run>/dataset_report.json)
+                         path: str | os.PathLike, # JSON file, e.g. <run>/dataset_report.json
                         ) -> Path:
     "Write the report as JSON, atomically."
     return atomic_write_json(path, report.to_dict())
@@ -236,20 +263,21 @@ def _duplicates(index: DatasetIndex, digests: dict[Path, str]) -> tuple[list[dic
     for h, items in by_hash.items():
         splits = {s for s, _ in items}
         if len(splits) > 1:
-            across.append({"sha256": h, "files": [{"split": s, "path": index.relative(p)} for s, p in items]})
+            files = [{"split": s, "path": index.relative(p)} for s, p in items]
+            across.append({"sha256": h, "files": files})
         for s in splits:
             within[s] += max(0, sum(1 for s_, _ in items if s_ == s) - 1)
     return across, {s: within.get(s, 0) for s in SPLITS}
 
 def check_dataset(index: DatasetIndex, # result of scan_dataset
-                  policy: str = "skip", # bad images: 'skip' (leave out), 'warn' (keep, warn) or 'fail' (raise)
-                  num_workers: int | None = None, # decoding workers; None: one per available core; 0: the calling thread
+                  policy: str = "skip", # bad images: 'skip' (leave out), 'warn' or 'fail' (raise)
+                  num_workers: int | None = None, # workers (None: one per core; 0: this thread)
                   executor: str = "thread", # 'thread' or 'process' workers (see check_files)
                   max_pixels: int | None = None, # decompression-bomb limit (None: Pillow's default)
                   verbose: bool = True, # print the summary table (rich)
                   max_listed: int = 20, # bad files named in warnings and errors
                  ) -> DatasetReport:
-    "Decode every image of the index and report bad files, class balance, missing classes and leakage."
+    "Decode every image of the index; report bad files, class balance, missing classes, leakage."
     if policy not in CHECK_POLICIES:
         raise ConfigError(f"data.check_policy={policy!r}: use one of {', '.join(CHECK_POLICIES)}")
     splits_of: dict[Path, list[str]] = defaultdict(list)
@@ -259,7 +287,8 @@ def check_dataset(index: DatasetIndex, # result of scan_dataset
     paths = list(splits_of)
     workers = _available_cores() if num_workers is None else int(num_workers)
     start = time.perf_counter()
-    results = check_files(paths, num_workers=workers, max_pixels=max_pixels, executor=executor, min_parallel=64)
+    results = check_files(paths, num_workers=workers, max_pixels=max_pixels, executor=executor,
+                          min_parallel=64)
     seconds = time.perf_counter() - start
     bad = [BadFile(r.path, splits_of[r.path], r.reason, r.message) for r in results if r.reason]
     bad_paths = {b.path for b in bad}
@@ -267,24 +296,34 @@ def check_dataset(index: DatasetIndex, # result of scan_dataset
     across, within = _duplicates(index, digests)
     sizes = [r.size for r in results if r.size]
     size_range = ({"min": [min(w for w, _ in sizes), min(h for _, h in sizes)],
-                   "max": [max(w for w, _ in sizes), max(h for _, h in sizes)]} if sizes else {"min": None, "max": None})
+                   "max": [max(w for w, _ in sizes), max(h for _, h in sizes)]}
+                  if sizes else {"min": None, "max": None})
     clean = index
     if policy == "skip" and bad:
-        clean = dataclasses.replace(index, splits={s: [r for r in index.splits.get(s, []) if r.path not in bad_paths] for s in SPLITS})
-    report = DatasetReport(index=index, clean_index=clean, policy=policy, bad_files=bad, duplicates_across_splits=across,
-                           duplicates_within_split=within, image_size_range=size_range, seconds=seconds,
+        kept = {s: [r for r in index.splits.get(s, []) if r.path not in bad_paths] for s in SPLITS}
+        clean = dataclasses.replace(index, splits=kept)
+    report = DatasetReport(index=index, clean_index=clean, policy=policy, bad_files=bad,
+                           duplicates_across_splits=across, duplicates_within_split=within,
+                           image_size_range=size_range, seconds=seconds,
                            num_workers=workers if workers > 1 and len(paths) >= 64 else 0)
     if verbose: report.print_summary()
-    listed = "\n".join(f"  {b.message}" for b in bad[:max_listed]) + (f"\n  ... and {len(bad) - max_listed} more" if len(bad) > max_listed else "")
+    more = f"\n  ... and {len(bad) - max_listed} more" if len(bad) > max_listed else ""
+    listed = "\n".join(f"  {b.message}" for b in bad[:max_listed]) + more
     if bad and policy == "fail":
-        raise DatasetCheckError(f"dataset check (policy 'fail'): {len(bad)} of {len(paths)} images cannot be used:\n{listed}\n"
-                                "Fix or remove these files, or set data.check_policy=skip to train without them.", report)
+        raise DatasetCheckError(f"dataset check (policy 'fail'): {len(bad)} of {len(paths)} images "
+                                f"cannot be used:\n{listed}\nFix or remove these files, or set "
+                                "data.check_policy=skip to train without them.", report)
     if bad:
-        what = "left out of training" if policy == "skip" else "kept (policy 'warn'); decoding them will fail during training"
-        warnings.warn(f"dataset check: {len(bad)} of {len(paths)} images cannot be used and are {what}:\n{listed}", DatasetWarning, stacklevel=2)
+        what = ("left out of training" if policy == "skip"
+                else "kept (policy 'warn'); decoding them will fail during training")
+        warnings.warn(f"dataset check: {len(bad)} of {len(paths)} images cannot be used and are "
+                      f"{what}:\n{listed}", DatasetWarning, stacklevel=2)
     if across:
-        warnings.warn(f"dataset check: {len(across)} image(s) appear in more than one split (leakage), e.g. "
-                      + " and ".join(f"{f['path']} ({f['split']})" for f in across[0]["files"]), DatasetWarning, stacklevel=2)
+        warnings.warn(f"dataset check: {len(across)} image(s) appear in more than one split "
+                      "(leakage), e.g. "
+                      + " and ".join(f"{f['path']} ({f['split']})" for f in across[0]["files"]),
+                      DatasetWarning, stacklevel=2)
     if report.empty_classes:
-        warnings.warn(f"dataset check: classes without usable train images: {report.empty_classes}", DatasetWarning, stacklevel=2)
+        warnings.warn("dataset check: classes without usable train images: "
+                      f"{report.empty_classes}", DatasetWarning, stacklevel=2)
     return report

@@ -23,11 +23,12 @@ from rich.table import Table
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from .. import __version__
-from ..core import (ClassificationBatch, ConfigError, DatasetError, PreprocessingConfig, atomic_write_bytes,
-                                      error_summary, write_labels_mapping as _write_labels_mapping)
+from ..core import (ClassificationBatch, ConfigError, DatasetError,
+                                      PreprocessingConfig, atomic_write_bytes, error_summary,
+                                      write_labels_mapping as _write_labels_mapping)
 from .check import DatasetReport, check_dataset
-from .datasets import (SPLITS, DatasetIndex, DatasetWarning, ImageClassificationDataset,
-                                               scan_dataset)
+from .datasets import (SPLITS, DatasetIndex, DatasetWarning,
+                                               ImageClassificationDataset, scan_dataset)
 from .sample import default_cache_dir, materialize_sample
 from .transforms import (build_eval_transform, build_train_transform,
                                                  preprocessing_for_backbone)
@@ -48,18 +49,19 @@ def collate_classification(samples: Sequence[dict], # dataset items {'image', 'l
 # %% ../../nbs/05_data.datamodule.ipynb #442d455a
 class TrackingWeightedRandomSampler(WeightedRandomSampler):
     "torch's WeightedRandomSampler that records the indices it yields each epoch (`drawn_indices`)."
-    def __init__(self, weights: Sequence[float] | torch.Tensor, # one non-negative weight per dataset item
+    def __init__(self, weights: Sequence[float] | torch.Tensor, # a weight >= 0 per dataset item
                  num_samples: int, # draws per epoch
                  replacement: bool = True, # draw with replacement
                  generator: torch.Generator | None = None, # random source when `seed` is None
-                 seed: int | None = None, # epoch e draws from a generator seeded with (seed, e): same on every rank
+                 seed: int | None = None, # epoch e draws with seed (seed, e) on every rank
                 ):
-        if seed is not None and generator is not None: raise ValueError("give either seed or generator, not both")
+        if seed is not None and generator is not None:
+            raise ValueError("give either seed or generator, not both")
         super().__init__(weights, num_samples, replacement=replacement, generator=generator)
         self.seed, self.epoch = seed, 0
         self.drawn_indices: list[int] = []
 
-    def set_epoch(self, epoch: int # zero-based epoch; Lightning calls this before each training epoch
+    def set_epoch(self, epoch: int # zero-based epoch; Lightning sets it before each epoch
                  ) -> None:
         "Select the epoch whose draws the next iteration yields (used with `seed`)."
         self.epoch = int(epoch)
@@ -67,8 +69,10 @@ class TrackingWeightedRandomSampler(WeightedRandomSampler):
     def _draws(self) -> list[int]:
         generator = self.generator
         if self.seed is not None:
-            generator = torch.Generator().manual_seed((int(self.seed) * 1_000_003 + self.epoch) % (2 ** 63))
-        return torch.multinomial(self.weights, self.num_samples, self.replacement, generator=generator).tolist()
+            seed = (int(self.seed) * 1_000_003 + self.epoch) % (2 ** 63)
+            generator = torch.Generator().manual_seed(seed)
+        return torch.multinomial(self.weights, self.num_samples, self.replacement,
+                                 generator=generator).tolist()
 
     def __iter__(self) -> Iterator[int]:
         self.drawn_indices = []
@@ -82,7 +86,8 @@ CLASS_WEIGHT_POLICIES = ("none", "auto")
 
 def _choice(value: Any, key: str, choices: Sequence[str]) -> str:
     value = "none" if value is None or value is False else str(value).lower()
-    if value not in choices: raise ConfigError(f"data.{key}={value!r}: use one of {', '.join(choices)}")
+    if value not in choices:
+        raise ConfigError(f"data.{key}={value!r}: use one of {', '.join(choices)}")
     return value
 
 def class_counts(targets: Sequence[int], # class index per image
@@ -93,52 +98,62 @@ def class_counts(targets: Sequence[int], # class index per image
 
 def inverse_frequency_class_weights(counts: torch.Tensor, # images per class
                                    ) -> torch.Tensor:
-    "1 / count per class, normalised to mean 1 over classes with images; 0 for classes without images."
+    "1 / count per class, normalised to mean 1 over classes with images; 0 for empty classes."
     counts = counts.to(torch.float64)
     weights = torch.where(counts > 0, 1.0 / counts.clamp(min=1), torch.zeros_like(counts))
     present = counts > 0
-    return (weights / weights[present].mean()).to(torch.float32) if present.any() else weights.to(torch.float32)
+    return ((weights / weights[present].mean()).to(torch.float32) if present.any()
+            else weights.to(torch.float32))
 
 def sampler_class_weights(policy: str, # 'none', 'auto' or 'manual'
                           class_names: Sequence[str], # class names in index order
                           counts: torch.Tensor, # train images per class
-                          manual: Mapping[str, float] | None = None, # class name -> weight, for 'manual'
+                          manual: Mapping[str, float] | None = None, # class -> weight, for 'manual'
                          ) -> torch.Tensor | None:
     "The weight every image of each class gets in the sampler (None for 'none')."
     policy = _choice(policy, "sampler", SAMPLER_POLICIES)
     if policy == "none": return None
-    if policy == "auto": return torch.where(counts > 0, 1.0 / counts.clamp(min=1).to(torch.float64), torch.zeros(len(counts), dtype=torch.float64))
-    if not manual: raise ConfigError("data.sampler=manual needs data.sampler_weights, e.g. {Bag: 5.0}; or use data.sampler=auto")
+    if policy == "auto":
+        return torch.where(counts > 0, 1.0 / counts.clamp(min=1).to(torch.float64),
+                           torch.zeros(len(counts), dtype=torch.float64))
+    if not manual:
+        raise ConfigError("data.sampler=manual needs data.sampler_weights, e.g. {Bag: 5.0}; "
+                          "or use data.sampler=auto")
     unknown = [k for k in manual if k not in class_names]
     if unknown:
-        raise ConfigError(f"data.sampler_weights names unknown class(es) {unknown}; valid class names: {list(class_names)}")
+        raise ConfigError(f"data.sampler_weights names unknown class(es) {unknown}; "
+                          f"valid class names: {list(class_names)}")
     weights = torch.tensor([float(manual.get(c, 1.0)) for c in class_names], dtype=torch.float64)
     bad = [c for c, w in zip(class_names, weights.tolist()) if not (w >= 0 and w < float("inf"))]
     if bad: raise ConfigError(f"data.sampler_weights for {bad}: weights must be finite and >= 0")
     if float((weights * (counts > 0)).sum()) == 0:
-        raise ConfigError("data.sampler_weights gives every class with train images weight 0; nothing could be drawn")
+        raise ConfigError("data.sampler_weights gives every class with train images weight 0; "
+                          "nothing could be drawn")
     return weights
 
 # %% ../../nbs/05_data.datamodule.ipynb #b5667432
 SAMPLE_IMAGE_SIZE = 32  # input side on the embedded sample when image_size is None
-SAMPLE_CROP_PCT = 1.0  # eval crop on the sample unless preprocessing sets crop_pct (the garments fill the frame)
+SAMPLE_CROP_PCT = 1.0  # eval crop on the sample unless preprocessing sets crop_pct
 
 # %% ../../nbs/05_data.datamodule.ipynb #b2b79a7f
 def _plain(value: Any) -> Any:
     "Hydra's DictConfig/ListConfig (or any mapping/sequence) as plain dicts and lists."
     if isinstance(value, Mapping): return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)): return [_plain(v) for v in value]
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return [_plain(v) for v in value]
     return value
 
 def _rank() -> int:
-    "This process's global rank as Lightning knows it (from the launcher's environment before the Trainer exists)."
+    "This process's global rank as Lightning knows it (read from the environment before a Trainer)."
     return int(getattr(rank_zero_only, "rank", 0) or 0)
 
-_CACHE_LAYOUT = "|".join([*sorted(f for f in DatasetReport.__dataclass_fields__), *sorted(f for f in DatasetIndex.__dataclass_fields__)])
+_CACHE_LAYOUT = "|".join([*sorted(f for f in DatasetReport.__dataclass_fields__),
+                          *sorted(f for f in DatasetIndex.__dataclass_fields__)])
 
 def _index_fingerprint(index: DatasetIndex, policy: str, max_pixels: int | None = None) -> str:
-    "sha256 over the scanned file list (paths, labels, sizes, mtimes), the check policy, the pixel limit and the code version."
-    h = hashlib.sha256(f"{__version__}|{_CACHE_LAYOUT}|{policy}|{max_pixels}|{index.root}|{index.format}|{index.class_names}".encode())
+    "sha256 of the file list (paths, labels, sizes, mtimes), policy, pixel limit and code version."
+    h = hashlib.sha256(f"{__version__}|{_CACHE_LAYOUT}|{policy}|{max_pixels}|{index.root}|"
+                       f"{index.format}|{index.class_names}".encode())
     for split in SPLITS:
         for r in index.splits.get(split, []):
             try: st = os.stat(r.path); stamp = f"{st.st_size}:{st.st_mtime_ns}"
@@ -147,55 +162,64 @@ def _index_fingerprint(index: DatasetIndex, policy: str, max_pixels: int | None 
     return h.hexdigest()
 
 class ImageClassificationDataModule(pl.LightningDataModule):
-    "Scan, check and load an image-classification dataset; weighted sampling and class weights on request."
-    def __init__(self, root: str | os.PathLike | None = None, # dataset folder; None: the embedded Fashion-MNIST sample
-                 image_size: int | None = None, # model input side; None: the backbone's (the sample: 32)
+    "Scan, check and load an image-classification dataset; weighted sampling and class weights."
+    def __init__(self, root: str | os.PathLike | None = None, # dataset folder; None: the sample
+                 image_size: int | None = None, # input side; None: the backbone's (sample: 32)
                  batch_size: int = 64, # images per batch (per process under DDP)
                  num_workers: int = 1, # loader worker processes (1: loading overlaps the step)
-                 val_fraction: float = 0.1, # share of each class moved to val when the dataset has no val split
+                 val_fraction: float = 0.1, # per-class share for val when there is no val split
                  test_fraction: float = 0.1, # share of each class for test, for a flat folder
                  split_seed: int = 42, # seed of those splits
-                 check_policy: str = "skip", # bad images: 'skip', 'warn' or 'fail' (see check_dataset)
-                 sampler: str = "none", # 'none' (shuffle), 'auto' (inverse class frequency) or 'manual'
-                 sampler_weights: Mapping[str, float] | None = None, # class name -> weight, for sampler='manual'
-                 class_weights: str = "none", # loss class weights: 'none' or 'auto' (inverse frequency, mean 1)
+                 check_policy: str = "skip", # bad images: 'skip', 'warn' or 'fail' (check_dataset)
+                 sampler: str = "none", # 'none' (shuffle), 'auto' (inverse frequency), 'manual'
+                 sampler_weights: Mapping[str, float] | None = None, # class -> weight, for 'manual'
+                 class_weights: str = "none", # loss weights: 'none' or 'auto' (inverse frequency)
                  cache_images: bool = False, # keep decoded images in RAM (small datasets)
-                 preprocessing: Mapping[str, Any] | None = None, # overrides of the backbone's preprocessing
+                 preprocessing: Mapping[str, Any] | None = None, # preprocessing overrides
                  backbone: str = "resnet10t", # timm model whose data config gives the preprocessing
-                 train_transform: Mapping[str, Any] | None = None, # keyword arguments of build_train_transform
-                 pin_memory: bool | None = None, # None or True: pin when CUDA is available; False: never
-                 persistent_workers: bool = False, # keep loader workers across epochs (with num_workers > 0)
-                 drop_last: bool | None = None, # drop the last incomplete train batch; None: when train > batch_size
-                 sampler_seed: int | None = None, # seed the weighted sampler per epoch (same draws on every rank)
-                 check_workers: int | None = None, # decoding workers of the check (None: one per core)
-                 max_pixels: int | None = 89_478_485, # refuse larger images (Pillow's default); None: Pillow's limit
+                 train_transform: Mapping[str, Any] | None = None, # build_train_transform kwargs
+                 pin_memory: bool | None = None, # pin when CUDA is available, unless False
+                 persistent_workers: bool = False, # keep loader workers across epochs
+                 drop_last: bool | None = None, # drop the last partial train batch; None: auto
+                 sampler_seed: int | None = None, # sampler seed: same draws on every rank
+                 check_workers: int | None = None, # the check's workers (None: one per core)
+                 max_pixels: int | None = 89_478_485, # refuse larger images (None: Pillow's)
                  check_cache: bool = True, # reuse a stored check result for an unchanged file list
-                 cache_dir: str | os.PathLike | None = None, # for the sample and check results; None: default_cache_dir()
+                 cache_dir: str | os.PathLike | None = None, # sample/check cache (None: default)
                  verbose: bool = True, # print the scan line and the check summary (rank zero only)
                 ):
         super().__init__()
         self.root = Path(root).expanduser() if root is not None else None
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
-        if self.batch_size < 1: raise ConfigError(f"data.batch_size={batch_size!r}: must be at least 1")
-        if self.num_workers < 0: raise ConfigError(f"data.num_workers={num_workers!r}: must be >= 0")
-        self.val_fraction, self.test_fraction, self.split_seed = float(val_fraction), float(test_fraction), int(split_seed)
-        self.check_policy, self.check_workers, self.check_cache = check_policy, check_workers, bool(check_cache)
+        if self.batch_size < 1:
+            raise ConfigError(f"data.batch_size={batch_size!r}: must be at least 1")
+        if self.num_workers < 0:
+            raise ConfigError(f"data.num_workers={num_workers!r}: must be >= 0")
+        self.val_fraction, self.test_fraction = float(val_fraction), float(test_fraction)
+        self.split_seed = int(split_seed)
+        self.check_policy, self.check_workers = check_policy, check_workers
+        self.check_cache = bool(check_cache)
         if max_pixels is not None and int(max_pixels) < 1:
-            raise ConfigError(f"data.max_pixels={max_pixels!r}: give a positive pixel count, or null for Pillow's limit")
+            raise ConfigError(f"data.max_pixels={max_pixels!r}: give a positive pixel count, or "
+                              "null for Pillow's limit")
         self.max_pixels = None if max_pixels is None else int(max_pixels)
         self.sampler_policy = _choice(sampler, "sampler", SAMPLER_POLICIES)
         self.sampler_weights = _plain(sampler_weights) if sampler_weights is not None else None
         if self.sampler_weights is not None and not isinstance(self.sampler_weights, dict):
-            raise ConfigError(f"data.sampler_weights={sampler_weights!r}: give a mapping class name -> weight")
+            raise ConfigError(f"data.sampler_weights={sampler_weights!r}: "
+                              "give a mapping class name -> weight")
         if self.sampler_weights and self.sampler_policy != "manual":
-            raise ConfigError(f"data.sampler_weights is set but data.sampler={self.sampler_policy!r}; "
-                              "set data.sampler=manual to use the weights, or remove data.sampler_weights")
+            raise ConfigError("data.sampler_weights is set but "
+                              f"data.sampler={self.sampler_policy!r}; set data.sampler=manual to "
+                              "use the weights, or remove data.sampler_weights")
         self.class_weight_policy = _choice(class_weights, "class_weights", CLASS_WEIGHT_POLICIES)
         if self.sampler_policy != "none" and self.class_weight_policy == "auto":
-            warnings.warn(f"data.sampler={self.sampler_policy} and data.class_weights=auto both correct the imbalance; "
-                          "together they over-correct (rare classes end up favoured). Usually pick one.", stacklevel=2)
+            warnings.warn(f"data.sampler={self.sampler_policy} and data.class_weights=auto both "
+                          "correct the imbalance; together they over-correct (rare classes end up "
+                          "favoured). Usually pick one.", stacklevel=2)
         self.sampler_seed = None if sampler_seed is None else int(sampler_seed)
-        self.cache_images, self.drop_last, self.verbose = bool(cache_images), drop_last, bool(verbose)
+        self.cache_images, self.drop_last = bool(cache_images), drop_last
+        self.verbose = bool(verbose)
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
         self._pin_memory_arg, self.persistent_workers = pin_memory, bool(persistent_workers)
         # preprocessing: ready now, before any data is read
@@ -203,18 +227,21 @@ class ImageClassificationDataModule(pl.LightningDataModule):
         if root is None:  # the embedded sample: its measured defaults, unless set explicitly
             pre = {"crop_pct": SAMPLE_CROP_PCT, **pre}
             if image_size is None and pre.get("image_size") is None: image_size = SAMPLE_IMAGE_SIZE
-        self.preprocessing_overrides: dict = dict(pre)  # what was set over the backbone's preprocessing
+        self.preprocessing_overrides: dict = dict(pre)  # what was set over the backbone's
         resize_size = pre.pop("resize_size", None)
         if image_size is not None and pre.get("image_size") not in (None, int(image_size)):
-            raise ConfigError(f"data.image_size={image_size} and data.preprocessing.image_size={pre['image_size']} disagree; set one")
+            raise ConfigError(f"data.image_size={image_size} and data.preprocessing.image_size="
+                              f"{pre['image_size']} disagree; set one")
         size = image_size if image_size is not None else pre.get("image_size")
         pre.pop("image_size", None)
         self.preprocessing: PreprocessingConfig = preprocessing_for_backbone(backbone, size, **pre)
         if resize_size is not None and int(resize_size) != self.preprocessing.resize_size:
-            raise ConfigError(f"data.preprocessing.resize_size={resize_size} does not match round(image_size / crop_pct) = "
-                              f"{self.preprocessing.resize_size}; set crop_pct instead")
+            raise ConfigError(f"data.preprocessing.resize_size={resize_size} does not match "
+                              f"round(image_size / crop_pct) = {self.preprocessing.resize_size}; "
+                              "set crop_pct instead")
         self.train_transform_kwargs = _plain(train_transform) if train_transform is not None else {}
-        try: self.train_transform = build_train_transform(self.preprocessing, **self.train_transform_kwargs)
+        try: self.train_transform = build_train_transform(self.preprocessing,
+                                                          **self.train_transform_kwargs)
         except TypeError as e:
             valid = ", ".join(list(inspect.signature(build_train_transform).parameters)[1:])
             raise ConfigError(f"data.train_transform: {error_summary(e)}; valid keys: {valid}") \
@@ -231,11 +258,12 @@ class ImageClassificationDataModule(pl.LightningDataModule):
         return self.root if self.root is not None else materialize_sample(self.cache_dir)
 
     def _check_cache_path(self, index: DatasetIndex) -> Path:
-        folder = (self.cache_dir if self.cache_dir is not None else default_cache_dir()) / "dataset_checks"
+        folder = ((self.cache_dir if self.cache_dir is not None else default_cache_dir())
+                  / "dataset_checks")
         return folder / f"{_index_fingerprint(index, self.check_policy, self.max_pixels)}.pkl"
 
     def _checked(self, index: DatasetIndex) -> DatasetReport:
-        "The check report for `index`: from the cache when the file list is unchanged, else by decoding every image."
+        "The check report for `index`: stored for an unchanged file list, else a new check."
         loud = self.verbose and _rank() == 0
         path = self._check_cache_path(index) if self.check_cache else None
         if path is not None and path.is_file():
@@ -244,14 +272,17 @@ class ImageClassificationDataModule(pl.LightningDataModule):
             except Exception: report = None  # unreadable entry: check again and overwrite it
             if isinstance(report, DatasetReport):
                 if loud:
-                    print(f"dataset check: reusing the stored result for this exact file list ({path})")
+                    print("dataset check: reusing the stored result for this exact file list "
+                          f"({path})")
                     report.print_summary()
                 return report
-        report = check_dataset(index, policy=self.check_policy, num_workers=self.check_workers, max_pixels=self.max_pixels,
-                               verbose=loud)
+        report = check_dataset(index, policy=self.check_policy, num_workers=self.check_workers,
+                               max_pixels=self.max_pixels, verbose=loud)
         if path is not None:
             try: atomic_write_bytes(path, pickle.dumps(report, protocol=pickle.HIGHEST_PROTOCOL))
-            except OSError as e: warnings.warn(f"could not store the dataset check result in {path.parent}: {e}", stacklevel=2)
+            except OSError as e:
+                warnings.warn(f"could not store the dataset check result in {path.parent}: {e}",
+                              stacklevel=2)
         return report
 
     def _prepare_index(self) -> None:
@@ -259,41 +290,47 @@ class ImageClassificationDataModule(pl.LightningDataModule):
         root = self._dataset_root()
         with warnings.catch_warnings():
             if _rank() != 0: warnings.simplefilter("ignore", DatasetWarning)
-            index = scan_dataset(root, val_fraction=self.val_fraction, test_fraction=self.test_fraction,
-                                 seed=self.split_seed, verbose=self.verbose and _rank() == 0)
+            index = scan_dataset(root, val_fraction=self.val_fraction,
+                                 test_fraction=self.test_fraction, seed=self.split_seed,
+                                 verbose=self.verbose and _rank() == 0)
             self.report = self._checked(index)
         self.index = self.report.clean_index
 
     def prepare_data(self) -> None:
-        "Lightning calls this once per node before `setup`: materialise the sample, scan and check (result cached)."
+        "Called once per node before `setup`: materialise the sample, scan and check (stored)."
         self._prepare_index()
 
-    def setup(self, stage: str | None = None # 'fit', 'validate', 'test' or 'predict'; all splits are built regardless
+    def setup(self, stage: str | None = None # Lightning's stage; all splits are built regardless
              ) -> None:
         "Build the datasets and the sampler (once per process; later calls return at once)."
         self._prepare_index()
         if self.train_dataset is not None: return
         c2i = self.index.class_to_idx
         if not self.index.splits["train"]:
-            raise DatasetError(f"data.root '{self.index.root}': no usable train image is left after the dataset check; "
-                                     "see the check summary above")
-        make = lambda split, tf: ImageClassificationDataset(self.index.splits.get(split, []), c2i, tf, cache_images=self.cache_images,
-                                                            max_pixels=self.max_pixels)
+            raise DatasetError(f"data.root '{self.index.root}': no usable train image is left "
+                               "after the dataset check; see the check summary above")
+        make = lambda split, tf: ImageClassificationDataset(
+            self.index.splits.get(split, []), c2i, tf, cache_images=self.cache_images,
+            max_pixels=self.max_pixels)
         self.train_dataset = make("train", self.train_transform)
-        self.val_dataset, self.test_dataset = make("val", self.eval_transform), make("test", self.eval_transform)
+        self.val_dataset = make("val", self.eval_transform)
+        self.test_dataset = make("test", self.eval_transform)
         per_class = self._sampler_class_weights()
         if per_class is not None:
             per_image = per_class[torch.as_tensor(self.train_dataset.targets, dtype=torch.long)]
-            self.sampler = TrackingWeightedRandomSampler(per_image, num_samples=len(self.train_dataset), seed=self.sampler_seed)
+            self.sampler = TrackingWeightedRandomSampler(per_image, len(self.train_dataset),
+                                                         seed=self.sampler_seed)
 
     def _require_setup(self, what: str):
-        if self.train_dataset is None: raise RuntimeError(f"{what} needs the data: call datamodule.setup() first")
+        if self.train_dataset is None:
+            raise RuntimeError(f"{what} needs the data: call datamodule.setup() first")
 
     # --- what the model and the callbacks read ---
     @property
     def class_names(self) -> list[str]:
-        "Class names in index order (from train, natural order)."
-        if self.index is None: raise RuntimeError("class_names needs the dataset scan: call datamodule.setup() first")
+        "Class names in index order: train's classes, sorted by `core.natural_sort_key` (total)."
+        if self.index is None:
+            raise RuntimeError("class_names needs the dataset scan: call datamodule.setup() first")
         return list(self.index.class_names)
 
     @property
@@ -307,10 +344,11 @@ class ImageClassificationDataModule(pl.LightningDataModule):
         return class_counts(self.train_dataset.targets, self.num_classes)
 
     def _sampler_class_weights(self) -> torch.Tensor | None:
-        return sampler_class_weights(self.sampler_policy, self.class_names, self._train_counts(), self.sampler_weights)
+        return sampler_class_weights(self.sampler_policy, self.class_names, self._train_counts(),
+                                     self.sampler_weights)
 
     def class_weights(self) -> torch.Tensor | None:
-        "Loss class weights (inverse frequency, mean 1) under class_weights='auto'; None under 'none'."
+        "Loss class weights (inverse frequency, mean 1) for class_weights='auto'; None for 'none'."
         if self.class_weight_policy == "none": return None
         return inverse_frequency_class_weights(self._train_counts())
 
@@ -323,11 +361,13 @@ class ImageClassificationDataModule(pl.LightningDataModule):
 
     def class_distribution(self) -> dict[str, dict[str, int]]:
         "Images per class for each split ('train', 'val', 'test') of the data trained on."
-        if self.index is None: raise RuntimeError("class_distribution needs the dataset scan: call datamodule.setup() first")
+        if self.index is None:
+            raise RuntimeError("class_distribution needs the dataset scan: call datamodule.setup() "
+                               "first")
         return self.index.counts()
 
     def class_distribution_table(self, title: str = "Images per class") -> Table:
-        "A rich table: count and share of each class per split, and the sampler's target share when one is used."
+        "A rich table: each class's count and share per split, and the sampler's target share."
         counts = self.class_distribution()
         splits = [s for s in SPLITS if sum(counts[s].values())]
         target = self.sampler_target_distribution() if self.sampler_policy != "none" else None
@@ -341,12 +381,12 @@ class ImageClassificationDataModule(pl.LightningDataModule):
             table.add_row(escape(c), *cells, *([f"{target[c]:.1%}"] if target is not None else []))
         return table
 
-    def print_class_distribution(self, console: Console | None = None # rich console; default: a new one on stdout
+    def print_class_distribution(self, console: Console | None = None # rich console (None: stdout)
                                 ) -> None:
         "Print `class_distribution_table()`."
         (console or Console()).print(self.class_distribution_table())
 
-    def write_labels_mapping(self, path: str | os.PathLike # file to write, e.g. <run>/labels_mapping.json
+    def write_labels_mapping(self, path: str | os.PathLike # e.g. <run>/labels_mapping.json
                             ) -> Path:
         "Write `labels_mapping.json` (classes and preprocessing) with core's one writer."
         return _write_labels_mapping(path, self.class_names, self.preprocessing)
@@ -358,11 +398,13 @@ class ImageClassificationDataModule(pl.LightningDataModule):
         return self._pin_memory_arg is not False and torch.cuda.is_available()
 
     def _loader(self, dataset, train: bool = False) -> DataLoader:
-        kwargs = dict(batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=collate_classification,
-                      pin_memory=self.pin_memory, persistent_workers=self.persistent_workers and self.num_workers > 0)
+        kwargs = dict(batch_size=self.batch_size, num_workers=self.num_workers,
+                      collate_fn=collate_classification, pin_memory=self.pin_memory,
+                      persistent_workers=self.persistent_workers and self.num_workers > 0)
         if not train: return DataLoader(dataset, shuffle=False, **kwargs)
         drop_last = self.drop_last if self.drop_last is not None else len(dataset) > self.batch_size
-        return DataLoader(dataset, sampler=self.sampler, shuffle=self.sampler is None, drop_last=drop_last, **kwargs)
+        return DataLoader(dataset, sampler=self.sampler, shuffle=self.sampler is None,
+                          drop_last=drop_last, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
         "Training batches: the weighted sampler when one is set, else a shuffle."

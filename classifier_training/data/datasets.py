@@ -27,8 +27,8 @@ from ..core import (ConfigError, DatasetError, ImageReadError, error_summary,
                                       is_image_path, load_image_rgb, natural_sort_key, to_rgb)
 
 # %% auto #0
-__all__ = ['SPLITS', 'FORMAT_DESCRIPTIONS', 'DatasetFormat', 'DatasetWarning', 'SampleRecord', 'DatasetIndex', 'class_sort_key',
-           'scan_dataset', 'ImageClassificationDataset']
+__all__ = ['SPLITS', 'FORMAT_DESCRIPTIONS', 'DatasetFormat', 'DatasetWarning', 'SampleRecord', 'DatasetIndex', 'scan_dataset',
+           'ImageClassificationDataset']
 
 # %% ../../nbs/02_data.datasets.ipynb #bee01a70
 SPLITS = ("train", "val", "test")
@@ -65,15 +65,17 @@ class DatasetIndex:
     root: Path  # dataset root folder (absolute)
     format: DatasetFormat  # detected layout
     splits: dict[str, list[SampleRecord]]  # 'train', 'val', 'test' (test may be empty)
-    class_names: list[str]  # classes with a train image, class_sort_key order; index = class id
-    unknown_labels: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)  # split -> label -> images excluded
-    split_seed: int | None = None  # seed of the split scan_dataset made (None: splits came from the dataset)
+    class_names: list[str]  # classes with a train image, natural_sort_key order; index = class id
+    # split -> label -> images excluded
+    unknown_labels: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
+    split_seed: int | None = None  # seed of the split scan_dataset made (None: the dataset's own)
     val_fraction: float | None = None  # fraction used for a derived val split
     test_fraction: float | None = None  # fraction used for a derived test split
     derived_splits: tuple[str, ...] = ()  # splits scan_dataset made itself
-    empty_classes: list[str] = dataclasses.field(default_factory=list)  # train class folders without images
-    ignored_files: list[Path] = dataclasses.field(default_factory=list)  # non-image files skipped by the scan
-    sources: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # split -> folders/annotation files read
+    empty_classes: list[str] = dataclasses.field(default_factory=list)  # empty train class folders
+    ignored_files: list[Path] = dataclasses.field(default_factory=list)  # non-image files skipped
+    # split -> folders/annotation files read
+    sources: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
     @property
     def class_to_idx(self) -> dict[str, int]:
@@ -97,7 +99,7 @@ class DatasetIndex:
         return [r.path for s in SPLITS for r in self.splits.get(s, [])]
 
     def relative(self, path: str | os.PathLike) -> str:
-        "`path` relative to the dataset root, with forward slashes (unchanged when outside the root)."
+        "`path` relative to the dataset root, with forward slashes (as given when outside it)."
         return _rel(Path(path), self.root)
 
     def describe(self) -> str:
@@ -110,31 +112,40 @@ class DatasetIndex:
         if self.ignored_files: line += f"; {len(self.ignored_files)} non-image file(s) ignored"
         return line
 
-    def to_dict(self, include_files: bool = True, # list every file per split (relative to root): reproduces the split
+    def to_dict(self, include_files: bool = True, # list every file: reproduces the split
                ) -> dict:
         "A JSON-ready dict of the index."
-        d = {"root": str(self.root), "format": str(self.format), "class_names": list(self.class_names),
-             "counts": self.counts(), "unknown_labels": self.unknown_labels, "split_seed": self.split_seed,
+        d = {"root": str(self.root), "format": str(self.format),
+             "class_names": list(self.class_names), "counts": self.counts(),
+             "unknown_labels": self.unknown_labels, "split_seed": self.split_seed,
              "val_fraction": self.val_fraction, "test_fraction": self.test_fraction,
              "derived_splits": list(self.derived_splits), "empty_classes": list(self.empty_classes),
-             "ignored_files": [_rel(p, self.root) for p in self.ignored_files], "sources": self.sources}
+             "ignored_files": [_rel(p, self.root) for p in self.ignored_files],
+             "sources": self.sources}
         if include_files:
-            d["files"] = {s: [[_rel(r.path, self.root), r.label] for r in self.splits.get(s, [])] for s in SPLITS}
+            d["files"] = {s: [[_rel(r.path, self.root), r.label] for r in self.splits.get(s, [])]
+                          for s in SPLITS}
         return d
 
     @classmethod
     def from_dict(cls, d: dict, # output of `to_dict(include_files=True)`
-                  root: str | os.PathLike | None = None, # dataset root to use instead of d['root'] (moved dataset)
+                  root: str | os.PathLike | None = None, # root instead of d['root'] (moved data)
                  ) -> "DatasetIndex":
         "Rebuild an index (the exact same split) from `to_dict` output."
-        if "files" not in d: raise DatasetError("this dataset index was saved without its file lists (include_files=False); it cannot be rebuilt")
+        if "files" not in d:
+            raise DatasetError("this dataset index was saved without its file lists "
+                               "(include_files=False); it cannot be rebuilt")
         root = Path(root if root is not None else d["root"])
-        splits = {s: [SampleRecord(root / p, label) for p, label in d["files"].get(s, [])] for s in SPLITS}
-        return cls(root=root, format=DatasetFormat(d["format"]), splits=splits, class_names=list(d["class_names"]),
-                   unknown_labels=d.get("unknown_labels", {}), split_seed=d.get("split_seed"),
-                   val_fraction=d.get("val_fraction"), test_fraction=d.get("test_fraction"),
-                   derived_splits=tuple(d.get("derived_splits", ())), empty_classes=list(d.get("empty_classes", [])),
-                   ignored_files=[root / p for p in d.get("ignored_files", [])], sources=d.get("sources", {}))
+        splits = {s: [SampleRecord(root / p, label) for p, label in d["files"].get(s, [])]
+                  for s in SPLITS}
+        return cls(root=root, format=DatasetFormat(d["format"]), splits=splits,
+                   class_names=list(d["class_names"]), unknown_labels=d.get("unknown_labels", {}),
+                   split_seed=d.get("split_seed"), val_fraction=d.get("val_fraction"),
+                   test_fraction=d.get("test_fraction"),
+                   derived_splits=tuple(d.get("derived_splits", ())),
+                   empty_classes=list(d.get("empty_classes", [])),
+                   ignored_files=[root / p for p in d.get("ignored_files", [])],
+                   sources=d.get("sources", {}))
 
 def _rel(path: Path, root: Path) -> str:
     try: return Path(path).relative_to(root).as_posix()
@@ -143,11 +154,6 @@ def _rel(path: Path, root: Path) -> str:
 # %% ../../nbs/02_data.datasets.ipynb #863e76aa
 def _is_hidden(name: str) -> bool:
     return name.startswith(".") or name in ("__MACOSX", "lost+found")
-
-def class_sort_key(name: str, # a class name or file name
-                  ) -> tuple:
-    "A total order: natural order ('2' before '10'), then the exact string; no two names ever tie."
-    return (natural_sort_key(name), name)
 
 def _list_folder(folder: str | os.PathLike) -> list[os.DirEntry]:
     "The entries of `folder`; a folder that cannot be listed is a DatasetError naming it."
@@ -169,7 +175,7 @@ def _walk_files(folder: Path, visited: set[str] | None = None) -> Iterable[Path]
     real = os.path.realpath(folder)
     if real in visited: return
     visited.add(real)
-    entries = sorted(_list_folder(folder), key=lambda e: class_sort_key(e.name))
+    entries = sorted(_list_folder(folder), key=lambda e: natural_sort_key(e.name))
     dirs = []
     for e in entries:
         if _is_dir(e):
@@ -178,7 +184,7 @@ def _walk_files(folder: Path, visited: set[str] | None = None) -> Iterable[Path]
     for d in dirs: yield from _walk_files(d, visited)
 
 def _has_jsonl(folder: Path) -> bool:
-    "True as soon as a visible *.jsonl file turns up under `folder` (unsorted walk, links followed once)."
+    "True once a visible *.jsonl file turns up under `folder` (unsorted walk, links followed once)."
     stack, visited = [folder], set()
     while stack:
         current = stack.pop()
@@ -222,8 +228,9 @@ def _annotation_path(root: Path, base: Path, image: Any, where: str) -> Path:
         raise DatasetError(f"{where}: 'image' must be a non-empty path string, got {image!r}")
     path = Path(os.path.normpath(base / image.strip()))
     if not _inside(root, path):
-        raise DatasetError(f"{where}: image path {image!r} points outside the dataset root '{root}'; "
-                           "annotation paths must stay inside data.root (no '../' escapes, no outside absolute paths)")
+        raise DatasetError(f"{where}: image path {image!r} points outside the dataset root "
+                           f"'{root}'; annotation paths must stay inside data.root (no '../' "
+                           "escapes, no outside absolute paths)")
     return path
 
 def _read_text(file: Path) -> str:
@@ -303,13 +310,13 @@ def _refuse_label_conflicts(root: Path, records: list[tuple[SampleRecord, str]],
                            + "\n".join(conflicts[:limit]) + more)
 
 def _scan_class_folders(folder: Path) -> tuple[dict[str, list[Path]], list[Path]]:
-    "Images per class subfolder (recursive), and the ignored files (stray files at the top included)."
+    "Images per class subfolder (recursive), and the ignored files (stray top-level files too)."
     per_class, ignored = {}, []
-    for entry in sorted(_list_folder(folder), key=lambda e: class_sort_key(e.name)):
+    for entry in sorted(_list_folder(folder), key=lambda e: natural_sort_key(e.name)):
         if _is_dir(entry):
             if _is_hidden(entry.name): continue
-            # each class walk has its own memory (a link from one class folder into another must not hide
-            # the other class), seeded with the split folder so a link back up is never followed
+            # each class walk has its own memory (a link into another class folder must not hide
+            # that class), seeded with the split folder so that a link back up is never followed
             images, other = _split_images(_walk_files(Path(entry.path), {os.path.realpath(folder)}))
             per_class[_label(entry.name)] = per_class.get(_label(entry.name), []) + images
             ignored += other
@@ -318,13 +325,14 @@ def _scan_class_folders(folder: Path) -> tuple[dict[str, list[Path]], list[Path]
 
 
 # %% ../../nbs/02_data.datasets.ipynb #56637dc1
-def _stratified_split(records: list[SampleRecord], fractions: dict[str, float], seed: int) -> dict[str, list[SampleRecord]]:
+def _stratified_split(records: list[SampleRecord], fractions: dict[str, float],
+                      seed: int) -> dict[str, list[SampleRecord]]:
     "Split records per class into 'train' and the splits in `fractions`, seeded and stratified."
     by_class: dict[str, list[SampleRecord]] = {}
     for r in records: by_class.setdefault(r.label, []).append(r)
     out = {"train": [], **{s: [] for s in fractions}}
-    for label in sorted(by_class, key=class_sort_key):
-        items = sorted(by_class[label], key=lambda r: class_sort_key(str(r.path)))
+    for label in sorted(by_class, key=natural_sort_key):
+        items = sorted(by_class[label], key=lambda r: natural_sort_key(str(r.path)))
         random.Random(f"{seed}:{label}").shuffle(items)
         n = len(items)
         sizes = {s: max(1, int(n * f + 0.5)) if f > 0 else 0 for s, f in fractions.items()}
@@ -340,7 +348,9 @@ def _check_fractions(val_fraction: float, test_fraction: float):
     for key, v in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0 <= float(v) < 1: raise ConfigError(f"data.{key}={v!r}: use a fraction in [0, 1)")
     if val_fraction + test_fraction >= 1:
-        raise ConfigError(f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction}: must stay below 1 to leave train images")
+        total = val_fraction + test_fraction
+        raise ConfigError(f"data.val_fraction + data.test_fraction = {total}: must stay below 1 "
+                          "to leave train images")
 
 # %% ../../nbs/02_data.datasets.ipynb #1d191dde
 def _refuse_case_collisions(root: Path, class_names: list[str]) -> None:
@@ -367,16 +377,20 @@ def _refuse_loose_train_images(folder: Path, per_class: dict[str, list[Path]], o
                            f"folders without splits), rename that folder, e.g. to '{name}_class'")
 
 def scan_dataset(root: str | os.PathLike, # dataset root (data.root)
-                 val_fraction: float = 0.1, # share of each class for val when the dataset has no val split
+                 val_fraction: float = 0.1, # per-class share for val when there is no val split
                  test_fraction: float = 0.1, # share of each class for test, for a flat folder only
                  seed: int = 42, # seed of the split when scan_dataset makes one
                  verbose: bool = True, # print the detected format and split sizes
                 ) -> DatasetIndex:
-    "Detect the layout of `root`, list the images of each split with their labels, and build the class list."
+    "Detect the layout of `root`, list each split's images with their labels, build the class list."
     _check_fractions(val_fraction, test_fraction)
     root = Path(root).expanduser().absolute()
-    if not root.exists(): raise DatasetError(f"data.root '{root}' does not exist; point data.root at your dataset folder")
-    if not root.is_dir(): raise DatasetError(f"data.root '{root}' is a file, not a folder; point data.root at your dataset folder")
+    if not root.exists():
+        raise DatasetError(f"data.root '{root}' does not exist; point data.root at your dataset "
+                           "folder")
+    if not root.is_dir():
+        raise DatasetError(f"data.root '{root}' is a file, not a folder; point data.root at your "
+                           "dataset folder")
     raw: dict[str, list[SampleRecord]] = {}
     ignored: list[Path] = []
     sources: dict[str, list[str]] = {}
@@ -393,7 +407,8 @@ def scan_dataset(root: str | os.PathLike, # dataset root (data.root)
         fmt = DatasetFormat.jsonl
         for split in SPLITS:
             if not (folder := _find_split(root, split)): continue
-            files = [p for p in _walk_files(folder) if p.suffix.lower() == ".jsonl" and not _is_hidden(p.name)]
+            files = [p for p in _walk_files(folder)
+                     if p.suffix.lower() == ".jsonl" and not _is_hidden(p.name)]
             if not files: continue
             annotated += (entries := [e for f in files for e in _read_jsonl(root, f)])
             raw[split] = [r for r, _ in entries]
@@ -406,7 +421,8 @@ def scan_dataset(root: str | os.PathLike, # dataset root (data.root)
             if split == "train":
                 train_folder_classes = list(per_class)
                 _refuse_loose_train_images(folder, per_class, other)
-            raw[split] = [SampleRecord(p, label) for label, paths in per_class.items() for p in paths]
+            raw[split] = [SampleRecord(p, label) for label, paths in per_class.items()
+                          for p in paths]
             ignored += other; sources[split] = [_rel(folder, root) + "/"]
     elif found := [p.name for s in ("val", "test") if (p := _find_split(root, s))]:
         raise DatasetError(f"data.root '{root}' has no train/ folder; {_EXPECTED}. It has "
@@ -417,24 +433,26 @@ def scan_dataset(root: str | os.PathLike, # dataset root (data.root)
     else:
         per_class, other = _scan_class_folders(root)
         if not any(per_class.values()):
-            raise DatasetError(f"data.root '{root}' has no train/ folder and no class folders with images; {_EXPECTED}, "
-                               "or <class>/*.jpg to split automatically")
+            raise DatasetError(f"data.root '{root}' has no train/ folder and no class folders "
+                               f"with images; {_EXPECTED}, or <class>/*.jpg to split automatically")
         fmt = DatasetFormat.flat
         train_folder_classes = list(per_class)
         raw["train"] = [SampleRecord(p, label) for label, paths in per_class.items() for p in paths]
         ignored += other; sources["train"] = ["./"]
 
     _refuse_label_conflicts(root, annotated)
-    class_names = sorted({r.label for r in raw.get("train", [])}, key=class_sort_key)
+    class_names = sorted({r.label for r in raw.get("train", [])}, key=natural_sort_key)
     _refuse_case_collisions(root, class_names)
     empty = [c for c in train_folder_classes if c not in class_names]
     if empty:
-        warnings.warn(f"class folder(s) without images in train: {empty}; they are left out of the class list", DatasetWarning, stacklevel=2)
+        warnings.warn(f"class folder(s) without images in train: {empty}; they are left out of the "
+                      "class list", DatasetWarning, stacklevel=2)
     if len(class_names) == 0:
         raise DatasetError(f"data.root '{root}': train has no images; {_EXPECTED}")
     if len(class_names) == 1:
         raise DatasetError(f"data.root '{root}': train has only the class {class_names[0]!r}; "
-                           "cannot train a classifier on one class (add at least one more class folder or label)")
+                           "cannot train a classifier on one class (add at least one more class "
+                           "folder or label)")
 
     known = set(class_names)
     unknown: dict[str, dict[str, int]] = {}
@@ -443,27 +461,30 @@ def scan_dataset(root: str | os.PathLike, # dataset root (data.root)
         records = raw.get(split, [])
         bad = Counter(r.label for r in records if r.label not in known)
         if bad:
-            unknown[split] = dict(sorted(bad.items(), key=lambda kv: class_sort_key(kv[0])))
-            warnings.warn(f"{split}: {sum(bad.values())} image(s) with label(s) unknown to train are excluded: "
-                          f"{unknown[split]}", DatasetWarning, stacklevel=2)
+            unknown[split] = dict(sorted(bad.items(), key=lambda kv: natural_sort_key(kv[0])))
+            warnings.warn(f"{split}: {sum(bad.values())} image(s) with label(s) unknown to train "
+                          f"are excluded: {unknown[split]}", DatasetWarning, stacklevel=2)
         splits[split] = [r for r in records if r.label in known]
 
     derived, split_seed = (), None
     if fmt == DatasetFormat.flat:
-        splits = _stratified_split(splits["train"], {"val": val_fraction, "test": test_fraction}, seed)
+        splits = _stratified_split(splits["train"], {"val": val_fraction, "test": test_fraction},
+                                   seed)
         derived, split_seed = ("val", "test"), seed
     elif "val" not in raw and val_fraction > 0:
         made = _stratified_split(splits["train"], {"val": val_fraction}, seed)
         splits["train"], splits["val"] = made["train"], made["val"]
         derived, split_seed = ("val",), seed
         warnings.warn(f"data.root '{root}' has no validation split (val/, valid/, val.csv); "
-                      f"made one from {val_fraction:.0%} of train with seed {seed}", DatasetWarning, stacklevel=2)
+                      f"made one from {val_fraction:.0%} of train with seed {seed}",
+                      DatasetWarning, stacklevel=2)
 
-    index = DatasetIndex(root=root, format=fmt, splits={s: splits.get(s, []) for s in SPLITS}, class_names=class_names,
-                         unknown_labels=unknown, split_seed=split_seed,
+    index = DatasetIndex(root=root, format=fmt, splits={s: splits.get(s, []) for s in SPLITS},
+                         class_names=class_names, unknown_labels=unknown, split_seed=split_seed,
                          val_fraction=val_fraction if "val" in derived else None,
                          test_fraction=test_fraction if "test" in derived else None,
-                         derived_splits=derived, empty_classes=empty, ignored_files=ignored, sources=sources)
+                         derived_splits=derived, empty_classes=empty, ignored_files=ignored,
+                         sources=sources)
     if verbose: print(index.describe())
     return index
 
@@ -472,14 +493,15 @@ class ImageClassificationDataset(Dataset):
     "Samples `{'image', 'label', 'index'}` from image records, decoded to RGB and transformed."
     def __init__(self, records: list[SampleRecord], # the images of one split
                  class_to_idx: dict[str, int], # class name -> class id (from the train split)
-                 transform: Callable | None = None, # applied to the RGB Pillow image (None: return it as is)
+                 transform: Callable | None = None, # applied to the RGB Pillow image (None: as is)
                  cache_images: bool = False, # decode every image once, now, and keep it in RAM
                  max_pixels: int | None = None, # decompression-bomb limit passed to load_image_rgb
                 ):
         unknown = sorted({r.label for r in records} - set(class_to_idx))
-        if unknown: raise DatasetError(f"labels {unknown} are not in the class list {list(class_to_idx)}")
-        self.records, self.class_to_idx, self.transform = list(records), dict(class_to_idx), transform
-        self.max_pixels = max_pixels
+        if unknown:
+            raise DatasetError(f"labels {unknown} are not in the class list {list(class_to_idx)}")
+        self.records, self.class_to_idx = list(records), dict(class_to_idx)
+        self.transform, self.max_pixels = transform, max_pixels
         self.targets = [self.class_to_idx[r.label] for r in self.records]
         self.paths = [r.path for r in self.records]
         self._cache = [load_image_rgb(p, max_pixels) for p in self.paths] if cache_images else None
@@ -493,7 +515,8 @@ class ImageClassificationDataset(Dataset):
 
     def load_image(self, i: int) -> Image.Image:
         "The RGB Pillow image of sample `i`, before the transform."
-        return self._cache[i] if self._cache is not None else load_image_rgb(self.paths[i], self.max_pixels)
+        if self._cache is not None: return self._cache[i]
+        return load_image_rgb(self.paths[i], self.max_pixels)
 
     def __getitem__(self, i: int) -> dict:
         image = self.load_image(i)
@@ -501,4 +524,5 @@ class ImageClassificationDataset(Dataset):
                 "label": self.targets[i], "index": i}
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({len(self)} images, {len(self.class_to_idx)} classes, cache_images={self.cache_images})"
+        return (f"{type(self).__name__}({len(self)} images, {len(self.class_to_idx)} classes, "
+                f"cache_images={self.cache_images})")

@@ -30,7 +30,8 @@ SAMPLE_SPLITS = ("train", "val", "test")
 
 def sample_archive_path() -> Path:
     "Path of the embedded Fashion-MNIST sample archive inside the installed package."
-    return Path(str(importlib.resources.files("classifier_training") / "assets" / "fashion_mnist_sample.npz"))
+    return Path(str(importlib.resources.files("classifier_training") / "assets"
+                    / "fashion_mnist_sample.npz"))
 
 def load_sample_arrays() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     "The sample as `{split: (images uint8 (N,28,28), labels int (N,))}`."
@@ -39,8 +40,9 @@ def load_sample_arrays() -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 # %% ../../nbs/01_data.sample.ipynb #c714dae0
 def default_cache_dir() -> Path:
-    "Where the materialised sample lives: `$CLASSIFIER_TRAINING_CACHE` or `~/.cache/classifier_training`."
-    return Path(os.environ.get("CLASSIFIER_TRAINING_CACHE") or Path.home() / ".cache" / "classifier_training")
+    "Where the materialised sample lives: `$CLASSIFIER_TRAINING_CACHE`, else the user's cache."
+    return Path(os.environ.get("CLASSIFIER_TRAINING_CACHE")
+                or Path.home() / ".cache" / "classifier_training")
 
 def _png_bytes(pixels: np.ndarray) -> bytes:
     buf = io.BytesIO()
@@ -60,7 +62,7 @@ def _write_split_folders(dest: Path, arrays: dict, per_class: int | None, splits
             folder.mkdir(parents=True, exist_ok=True)
             (folder / f"{split}_{n:05d}.png").write_bytes(_png_bytes(pixels))
 
-def materialize_sample(cache_dir: str | os.PathLike | None = None, # parent folder; None: default_cache_dir()
+def materialize_sample(cache_dir: str | os.PathLike | None = None, # parent folder (None: default)
                       ) -> Path:
     "Write the embedded sample as an image-folder tree (once) and return its root."
     parent = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -71,7 +73,8 @@ def materialize_sample(cache_dir: str | os.PathLike | None = None, # parent fold
     parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".fashion_mnist_sample.", dir=parent))
     try:
-        _write_split_folders(staging, load_sample_arrays(), None, SAMPLE_SPLITS, set(SAMPLE_CLASS_NAMES))
+        _write_split_folders(staging, load_sample_arrays(), None, SAMPLE_SPLITS,
+                             set(SAMPLE_CLASS_NAMES))
         atomic_write_text(staging / ".sample_sha256", digest + "\n")
         if root.exists(): shutil.rmtree(root)
         os.replace(staging, root)
@@ -87,26 +90,32 @@ def write_sample_subset(dest: str | os.PathLike, # folder to create (must be emp
                         per_class: int = 10, # images per class and split
                         splits: tuple[str, ...] = SAMPLE_SPLITS, # which splits to write
                         format: str = "folders", # one of SAMPLE_FORMATS
-                        classes: tuple[str, ...] | None = None, # class names to keep; default all ten
+                        classes: tuple[str, ...] | None = None, # class names to keep; None: all
                        ) -> Path:
     "Write a small real dataset from the embedded sample in one of the supported layouts."
-    if format not in SAMPLE_FORMATS: raise DatasetError(f"format={format!r}: use one of {SAMPLE_FORMATS}")
+    if format not in SAMPLE_FORMATS:
+        raise DatasetError(f"format={format!r}: use one of {SAMPLE_FORMATS}")
     dest = Path(dest)
-    if dest.exists() and any(dest.iterdir()): raise DatasetError(f"{dest} is not empty; give a new folder")
+    if dest.exists() and any(dest.iterdir()):
+        raise DatasetError(f"{dest} is not empty; give a new folder")
     keep = set(classes) if classes is not None else set(SAMPLE_CLASS_NAMES)
     unknown = keep - set(SAMPLE_CLASS_NAMES)
-    if unknown: raise DatasetError(f"unknown sample class(es) {sorted(unknown)}; choose from {SAMPLE_CLASS_NAMES}")
+    if unknown:
+        raise DatasetError(f"unknown sample class(es) {sorted(unknown)}; "
+                           f"choose from {SAMPLE_CLASS_NAMES}")
     arrays = load_sample_arrays()
     if format in ("folders", "flat"):
         splits_to_write = splits if format == "folders" else ("train",)
         staging = dest if format == "folders" else dest / ".staging"
         # flat: the whole sample of `per_class` images per class and split lands in one class folder
-        _write_split_folders(staging, arrays, per_class, splits if format == "flat" else splits_to_write, keep)
+        _write_split_folders(staging, arrays, per_class,
+                             splits if format == "flat" else splits_to_write, keep)
         if format == "flat":
             for split_dir in sorted(staging.iterdir()):
                 for class_dir in sorted(split_dir.iterdir()):
                     (dest / class_dir.name).mkdir(parents=True, exist_ok=True)
-                    for f in sorted(class_dir.iterdir()): os.replace(f, dest / class_dir.name / f.name)
+                    for f in sorted(class_dir.iterdir()):
+                        os.replace(f, dest / class_dir.name / f.name)
             shutil.rmtree(staging)
         return dest
     tmp = Path(tempfile.mkdtemp())

@@ -29,30 +29,36 @@ def _timm_data_config(backbone: str) -> dict:
     from timm.models import get_pretrained_cfg
     if not timm.is_model(backbone):
         close = difflib.get_close_matches(backbone, timm.list_models(), n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; list names with timm.list_models('pattern*')"
+        hint = (f"; did you mean {', '.join(close)}?" if close
+                else "; list names with timm.list_models('pattern*')")
         raise ConfigError(f"model.backbone={backbone!r} is not a timm model{hint}")
     cfg = get_pretrained_cfg(backbone)
-    if cfg is None: return resolve_data_config(args={"input_size": (3, _TIMM_DEFAULT_SIZE, _TIMM_DEFAULT_SIZE)})
+    if cfg is None:
+        return resolve_data_config(args={"input_size": (3, _TIMM_DEFAULT_SIZE, _TIMM_DEFAULT_SIZE)})
     return resolve_data_config(pretrained_cfg=cfg.to_dict())
 
-def preprocessing_for_backbone(backbone: str = "resnet18", # timm model name, optionally with a tag: "resnet18.a1_in1k"
-                               image_size: int | None = None, # model input side in pixels; None: the backbone's own
-                               **overrides, # any other PreprocessingConfig field (crop_pct, interpolation, mean, std); None values are ignored
+def preprocessing_for_backbone(backbone: str = "resnet18", # timm name, e.g. 'resnet18.a1_in1k'
+                               image_size: int | None = None, # model input side; None: backbone's
+                               **overrides, # other PreprocessingConfig fields; None: ignored
                               ) -> PreprocessingConfig:
-    "The backbone's timm data config (mean, std, interpolation, crop_pct) as a `PreprocessingConfig`."
+    "`backbone`'s timm data config (mean, std, interpolation, crop_pct) as a `PreprocessingConfig`."
     data_cfg = _timm_data_config(backbone)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if "resize_size" in overrides:
-        raise ConfigError("preprocessing.resize_size is derived (round(image_size / crop_pct)); set crop_pct instead")
-    values = dict(image_size=int(image_size) if image_size is not None else int(data_cfg["input_size"][-2]),
-                  crop_pct=float(data_cfg["crop_pct"]), interpolation=str(data_cfg["interpolation"]),
+        raise ConfigError("preprocessing.resize_size is derived (round(image_size / crop_pct)); "
+                          "set crop_pct instead")
+    values = dict(image_size=int(image_size) if image_size is not None
+                  else int(data_cfg["input_size"][-2]),
+                  crop_pct=float(data_cfg["crop_pct"]),
+                  interpolation=str(data_cfg["interpolation"]),
                   mean=tuple(data_cfg["mean"]), std=tuple(data_cfg["std"]))
-    values.update({k: (tuple(v) if isinstance(v, Sequence) and not isinstance(v, str) else v) for k, v in overrides.items()})
+    values.update({k: (tuple(v) if isinstance(v, Sequence) and not isinstance(v, str) else v)
+                   for k, v in overrides.items()})
     return PreprocessingConfig.from_dict(values)
 
 # %% ../../nbs/04_data.transforms.ipynb #760c76fc
 class EnsureRGB(v2.Transform):
-    "Convert a non-RGB PIL image or a 1-channel tensor to 3-channel RGB; RGB input passes through unchanged."
+    "A non-RGB PIL image or 1-channel tensor becomes 3-channel RGB; RGB input passes unchanged."
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if isinstance(inpt, Image.Image): return inpt if inpt.mode == "RGB" else inpt.convert("RGB")
         if isinstance(inpt, torch.Tensor) and inpt.ndim >= 3 and inpt.shape[-3] == 1:
@@ -61,7 +67,7 @@ class EnsureRGB(v2.Transform):
 
 # %% ../../nbs/04_data.transforms.ipynb #2ff321f1
 class ToNormalizedTensor(v2.Transform):
-    "PIL image or (3, H, W) tensor -> contiguous float32 tensor scaled to 0..1 and normalised with mean/std."
+    "PIL image or (3, H, W) tensor -> contiguous float32 tensor, scaled to 0..1 and normalised."
     def __init__(self, mean: Sequence[float], # per-channel mean, on 0..1 values
                  std: Sequence[float], # per-channel std, on 0..1 values
                 ):
@@ -75,22 +81,24 @@ class ToNormalizedTensor(v2.Transform):
             if array.ndim == 2: array = array[:, :, None]
             inpt = torch.from_numpy(array).permute(2, 0, 1)
         x = inpt.as_subclass(torch.Tensor).contiguous()
-        x = x.to(torch.float32).mul_(1.0 / 255) if not x.is_floating_point() else x.to(torch.float32, copy=True)
+        x = (x.to(torch.float32).mul_(1.0 / 255) if not x.is_floating_point()
+             else x.to(torch.float32, copy=True))
         return x.sub_(self.mean).div_(self.std)
 
-    def extra_repr(self) -> str: return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
+    def extra_repr(self) -> str:
+        return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
 
 # %% ../../nbs/04_data.transforms.ipynb #1cfc1933
-_INTERPOLATION_MODES = {"nearest": InterpolationMode.NEAREST, "bilinear": InterpolationMode.BILINEAR,
+_INTERPOLATION_MODES = {"nearest": InterpolationMode.NEAREST,
+                        "bilinear": InterpolationMode.BILINEAR,
                         "bicubic": InterpolationMode.BICUBIC}
 
-def build_eval_transform(pre: PreprocessingConfig, # image size, resize/crop policy, interpolation, mean/std
+def build_eval_transform(pre: PreprocessingConfig, # size, resize/crop, interpolation, mean/std
                         ) -> v2.Compose:
-    "PIL image -> normalised (3, S, S) float tensor: resize the shorter side, centre crop, scale to 0..1, normalise."
-    return v2.Compose([EnsureRGB(),
-                       v2.Resize(pre.resize_size, interpolation=_INTERPOLATION_MODES[pre.interpolation], antialias=True),
-                       v2.CenterCrop(pre.image_size),
-                       ToNormalizedTensor(pre.mean, pre.std)])
+    "PIL image -> normalised (3, S, S) float tensor: shorter side resized, centre crop, normalised."
+    mode = _INTERPOLATION_MODES[pre.interpolation]
+    return v2.Compose([EnsureRGB(), v2.Resize(pre.resize_size, interpolation=mode, antialias=True),
+                       v2.CenterCrop(pre.image_size), ToNormalizedTensor(pre.mean, pre.std)])
 
 # %% ../../nbs/04_data.transforms.ipynb #c4713c9e
 def denormalize(images: torch.Tensor, # (..., 3, H, W) normalised images
@@ -105,18 +113,20 @@ def denormalize(images: torch.Tensor, # (..., 3, H, W) normalised images
 _PIL_RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
 
 class RandomResizedCropPIL(v2.RandomResizedCrop):
-    "torchvision's RandomResizedCrop, but a PIL image is resampled straight from the crop box (no intermediate copy)."
+    "torchvision's RandomResizedCrop; a PIL image is resampled straight from the crop box."
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if not isinstance(inpt, Image.Image): return super().transform(inpt, params)
         top, left, height, width = params["top"], params["left"], params["height"], params["width"]
         size = (self.size[1], self.size[0])  # PIL wants (width, height)
-        return inpt.resize(size, resample=_PIL_RESAMPLE[InterpolationMode(self.interpolation).value], box=(left, top, left + width, top + height))
+        resample = _PIL_RESAMPLE[InterpolationMode(self.interpolation).value]
+        return inpt.resize(size, resample=resample, box=(left, top, left + width, top + height))
 
 # %% ../../nbs/04_data.transforms.ipynb #3c7d29da
 class ColorJitterPIL(v2.ColorJitter):
-    "torchvision's ColorJitter; PIL images are adjusted with ImageEnhance directly (same factors, same order, less overhead)."
+    "torchvision's ColorJitter; PIL images go to ImageEnhance directly (same factors, same order)."
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        if not isinstance(inpt, Image.Image) or params["hue_factor"] is not None: return super().transform(inpt, params)
+        if not isinstance(inpt, Image.Image) or params["hue_factor"] is not None:
+            return super().transform(inpt, params)
         enhancers = {0: (ImageEnhance.Brightness, params["brightness_factor"]),
                      1: (ImageEnhance.Contrast, params["contrast_factor"]),
                      2: (ImageEnhance.Color, params["saturation_factor"])}
@@ -130,34 +140,46 @@ AUTO_AUGMENT_POLICIES = ("randaugment", "trivialaugment")
 
 def _pair(value, name: str) -> tuple[float, float]:
     try: lo, hi = (float(v) for v in value)
-    except (TypeError, ValueError): raise ConfigError(f"data.train_transform.{name}={value!r}: give two numbers [low, high]") from None
-    if not 0 < lo <= hi: raise ConfigError(f"data.train_transform.{name}={value!r}: need 0 < low <= high")
+    except (TypeError, ValueError):
+        raise ConfigError(f"data.train_transform.{name}={value!r}: "
+                          "give two numbers [low, high]") from None
+    if not 0 < lo <= hi:
+        raise ConfigError(f"data.train_transform.{name}={value!r}: need 0 < low <= high")
     return lo, hi
 
 def build_train_transform(pre: PreprocessingConfig, # image size, interpolation, mean/std
                           hflip: bool = True, # random horizontal flip
-                          color_jitter: float = 0.0, # brightness/contrast/saturation jitter strength; 0 = off
+                          color_jitter: float = 0.0, # colour jitter strength; 0 = off
                           auto_augment: str | None = None, # None, 'randaugment' or 'trivialaugment'
-                          random_erasing: float = 0.0, # probability of erasing a random rectangle; 0 = off
-                          scale: Sequence[float] = (0.6, 1.0), # RandomResizedCrop area range (share of the image)
-                          ratio: Sequence[float] = (3 / 4, 4 / 3), # RandomResizedCrop aspect-ratio range
+                          random_erasing: float = 0.0, # random erasing probability; 0 = off
+                          scale: Sequence[float] = (0.6, 1.0), # crop area, share of the image
+                          ratio: Sequence[float] = (3 / 4, 4 / 3), # crop aspect-ratio range
                          ) -> v2.Compose:
     "PIL image -> augmented, normalised (3, S, S) float tensor for training."
     scale, ratio = _pair(scale, "scale"), _pair(ratio, "ratio")
-    if scale[1] > 1: raise ConfigError(f"data.train_transform.scale={list(scale)}: the area share cannot exceed 1")
-    if float(color_jitter) < 0: raise ConfigError(f"data.train_transform.color_jitter={color_jitter!r}: must be >= 0")
+    if scale[1] > 1:
+        raise ConfigError(f"data.train_transform.scale={list(scale)}: "
+                          "the area share cannot exceed 1")
+    if float(color_jitter) < 0:
+        raise ConfigError(f"data.train_transform.color_jitter={color_jitter!r}: must be >= 0")
     if not 0 <= float(random_erasing) <= 1:
-        raise ConfigError(f"data.train_transform.random_erasing={random_erasing!r}: a probability in [0, 1]")
-    if isinstance(auto_augment, str) and auto_augment.lower() in ("", "none", "null"): auto_augment = None
+        raise ConfigError(f"data.train_transform.random_erasing={random_erasing!r}: "
+                          "a probability in [0, 1]")
+    if isinstance(auto_augment, str) and auto_augment.lower() in ("", "none", "null"):
+        auto_augment = None
     if auto_augment is not None and auto_augment not in AUTO_AUGMENT_POLICIES:
-        raise ConfigError(f"data.train_transform.auto_augment={auto_augment!r}: use null or one of {', '.join(AUTO_AUGMENT_POLICIES)}")
+        raise ConfigError(f"data.train_transform.auto_augment={auto_augment!r}: use null or one of "
+                          f"{', '.join(AUTO_AUGMENT_POLICIES)}")
     interpolation = _INTERPOLATION_MODES[pre.interpolation]
-    steps = [EnsureRGB(),
-             RandomResizedCropPIL(pre.image_size, scale=scale, ratio=ratio, interpolation=interpolation, antialias=True)]
+    steps = [EnsureRGB(), RandomResizedCropPIL(pre.image_size, scale=scale, ratio=ratio,
+                                               interpolation=interpolation, antialias=True)]
     if hflip: steps.append(v2.RandomHorizontalFlip())
-    if color_jitter: steps.append(ColorJitterPIL(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
+    if color_jitter:
+        steps.append(ColorJitterPIL(brightness=color_jitter, contrast=color_jitter,
+                                    saturation=color_jitter))
     if auto_augment == "randaugment": steps.append(v2.RandAugment(interpolation=interpolation))
-    elif auto_augment == "trivialaugment": steps.append(v2.TrivialAugmentWide(interpolation=interpolation))
+    elif auto_augment == "trivialaugment":
+        steps.append(v2.TrivialAugmentWide(interpolation=interpolation))
     steps.append(ToNormalizedTensor(pre.mean, pre.std))
     if random_erasing: steps.append(v2.RandomErasing(p=float(random_erasing)))
     return v2.Compose(steps)
