@@ -25,7 +25,8 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassRecall
 from torchvision.transforms import v2
 
-from .core import ClassifierTrainingError, ConfigError, PreprocessingConfig
+from .core import (ClassifierTrainingError, ConfigError, PreprocessingConfig,
+                                      error_summary)
 from .data.transforms import preprocessing_for_backbone
 
 # %% auto #0
@@ -65,7 +66,7 @@ def build_backbone(name: str, # timm model name, e.g. "resnet18" or "convnext_ti
     except Exception as e:
         if not pretrained: raise
         raise ConfigError(f"model.pretrained=true: could not load pretrained weights for {name!r} "
-                          f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); make the Hugging Face hub reachable, "
+                          f"({type(e).__name__}: {error_summary(e, 200)}); make the Hugging Face hub reachable, "
                           "fill HF_HOME's cache, give a local weights file, or set model.pretrained=false") from None
 
 # %% ../nbs/10_model.ipynb #93df60a1
@@ -170,14 +171,14 @@ class ImageClassifier(pl.LightningModule):
     def __init__(self,
                  num_classes: int, # classes in the data (sizes the head)
                  class_names: Sequence[str] | None = None, # names in class-index order; default "0", "1", ...
-                 backbone: str = "resnet18", # any timm model name
+                 backbone: str = "resnet10t", # any timm model name
                  pretrained: bool | str = False, # ImageNet weights (hub) or a local weights file
                  drop_rate: float = 0.0, # dropout before the classifier
                  drop_path_rate: float | None = None, # stochastic depth; None: the model's default
                  preprocessing: dict | None = None, # PreprocessingConfig as a dict; None: the backbone's at image_size
                  image_size: int | None = None, # input size when `preprocessing` is None; None: the backbone's own
                  optimizer: str = "adamw", # 'adamw' or 'sgd'
-                 lr: float = 2e-3, # peak learning rate (after warm-up)
+                 lr: float = 3e-3, # peak learning rate (after warm-up)
                  weight_decay: float = 0.05, # on weights only (no norms, no biases)
                  momentum: float = 0.9, # SGD momentum (Nesterov when > 0)
                  warmup_epochs: float = 1, # linear warm-up length, in epochs (converted to optimiser steps)

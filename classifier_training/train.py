@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import collections.abc
 import contextlib
 import difflib
 import hashlib
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import time
 import traceback
+import types
 import typing
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -37,6 +39,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
+from lightning.pytorch.utilities import GradClipAlgorithmType
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
@@ -44,25 +47,25 @@ from rich.table import Table
 
 from .checkpoints import AtomicCheckpointIO, resolve_resume
 from .core import (ClassifierTrainingError, ConfigError, atomic_write_json, atomic_write_text,
-                                      natural_sort_key)
-from .data.datamodule import ImageClassificationDataModule
+                                      error_summary, natural_sort_key)
+from .data.check import CHECK_POLICIES
+from .data.datamodule import CLASS_WEIGHT_POLICIES, SAMPLER_POLICIES, ImageClassificationDataModule
+from .data.transforms import AUTO_AUGMENT_POLICIES, build_train_transform
 from .export import export_onnx
 from .callbacks.onnx_export import ONNXExportCallback
-from .model import ImageClassifier
+from .model import LOSSES, OPTIMIZERS, ImageClassifier
 
 # %% auto #0
-__all__ = ['CONF_DIR', 'CONFIG_GROUPS', 'SAMPLE_IMAGE_SIZE', 'SAMPLE_CROP_PCT', 'RUN_ARTIFACTS', 'config_group_options',
-           'DataConfig', 'TransformsConfig', 'ModelConfig', 'TrainerConfig', 'PathsConfig', 'TrainConfig',
-           'nearest_key', 'validate_config', 'check_overrides', 'compose_config', 'datamodule_arguments',
-           'build_datamodule', 'build_model', 'build_callbacks', 'build_logger', 'BestValMetrics', 'build_trainer',
-           'library_versions', 'config_hash', 'dataset_file_list_hash', 'git_commit', 'run_manifest', 'TrainResult',
-           'remove_stale_temp_files', 'train', 'log_terminal_output', 'main']
+__all__ = ['CONF_DIR', 'CONFIG_GROUPS', 'CONFIG_TARGETS', 'FILLED_BY_PIPELINE', 'CONFIG_CHOICES', 'ROOT_KEYS', 'RUN_ARTIFACTS',
+           'config_group_options', 'config_parameters', 'config_schema', 'nearest_key', 'validate_config',
+           'check_overrides', 'compose_config', 'datamodule_arguments', 'build_datamodule', 'build_model',
+           'build_callbacks', 'build_logger', 'BestValMetrics', 'build_trainer', 'library_versions', 'config_hash',
+           'dataset_file_list_hash', 'git_commit', 'run_manifest', 'TrainResult', 'remove_stale_temp_files', 'train',
+           'log_terminal_output', 'main']
 
 # %% ../nbs/40_train.ipynb #39c97637
 CONF_DIR = Path(str(importlib.resources.files("classifier_training") / "conf"))  # the packaged Hydra configs
 CONFIG_GROUPS = ("data", "model", "transforms", "trainer", "callbacks", "logger")
-SAMPLE_IMAGE_SIZE = 32  # input size used on the embedded sample when data.image_size is null
-SAMPLE_CROP_PCT = 1.0  # eval crop on the sample unless data.preprocessing.crop_pct is set: the garments fill the frame
 
 def config_group_options(group: str, # one of CONFIG_GROUPS
                         ) -> list[str]:
@@ -70,136 +73,93 @@ def config_group_options(group: str, # one of CONFIG_GROUPS
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 # %% ../nbs/40_train.ipynb #78d80422
-@dataclasses.dataclass
-class DataConfig:
-    "Keys and types of the `data` group (ImageClassificationDataModule arguments)."
-    root: Optional[str]
-    image_size: Optional[int]
-    batch_size: int
-    num_workers: int
-    val_fraction: float
-    test_fraction: float
-    split_seed: int
-    check_policy: Literal["skip", "warn", "fail"]
-    sampler: Literal["none", "auto", "manual"]
-    sampler_weights: Optional[dict]
-    class_weights: Literal["none", "auto"]
-    cache_images: bool
-    preprocessing: Optional[dict]
-    pin_memory: Optional[bool]
-    persistent_workers: bool
-    drop_last: Optional[bool]
-    sampler_seed: Optional[int]
-    check_workers: Optional[int]
-    max_pixels: Optional[int]
-    check_cache: bool
-    cache_dir: Optional[str]
-    verbose: bool
+CONFIG_TARGETS = {"data": ImageClassificationDataModule, "transforms": build_train_transform, "model": ImageClassifier,
+                  "trainer": pl.Trainer}  # what each group builds: its keys are the parameters of this
+_PREPROCESSING = "the data module's preprocessing (data.image_size, data.preprocessing)"
+FILLED_BY_PIPELINE = {  # parameters that are no config key: the pipeline fills them from what is named here
+    "data": {"backbone": "model.backbone", "train_transform": "the transforms group"},
+    "transforms": {"pre": _PREPROCESSING},
+    "model": {"num_classes": "the data's classes", "class_names": "the data's classes",
+              "preprocessing": _PREPROCESSING, "image_size": "data.image_size", "class_weights": "data.class_weights"},
+    "trainer": {"default_root_dir": "paths.run_dir", "callbacks": "the callbacks group",
+                "logger": "the logger group", "plugins": "classifier-train (atomic checkpoint writes)"}}
+CONFIG_CHOICES = {"data.check_policy": CHECK_POLICIES, "data.sampler": SAMPLER_POLICIES,
+                  "data.class_weights": CLASS_WEIGHT_POLICIES, "transforms.auto_augment": AUTO_AUGMENT_POLICIES,
+                  "model.optimizer": OPTIMIZERS, "model.loss": LOSSES,
+                  "trainer.gradient_clip_algorithm": tuple(a.value for a in GradClipAlgorithmType)}
+ROOT_KEYS = {"seed": int, "resume": Optional[str], "dry_run": bool, "paths": {"run_dir": str},
+             "callbacks": Optional[dict], "logger": Optional[dict]}  # the root's own keys and their types
 
-@dataclasses.dataclass
-class TransformsConfig:
-    "Keys and types of the `transforms` group (build_train_transform arguments)."
-    hflip: bool
-    color_jitter: float
-    auto_augment: Optional[Literal["randaugment", "trivialaugment"]]
-    random_erasing: float
-    scale: list[float]
-    ratio: list[float]
+def _narrowed(tp, choices: tuple | None):
+    "`tp` with `str` replaced by `Literal[choices]`."
+    if choices is None: return tp
+    if tp is str: return Literal[tuple(choices)]
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        return Union[tuple(_narrowed(a, choices) for a in typing.get_args(tp))]
+    return tp
 
-@dataclasses.dataclass
-class ModelConfig:
-    "Keys and types of the `model` group (ImageClassifier arguments besides what the data decides)."
-    backbone: str
-    pretrained: Union[bool, str]
-    drop_rate: float
-    drop_path_rate: Optional[float]
-    optimizer: Literal["adamw", "sgd"]
-    lr: float
-    weight_decay: float
-    momentum: float
-    warmup_epochs: float
-    min_lr_ratio: float
-    loss: Literal["cross_entropy", "focal"]
-    label_smoothing: float
-    focal_gamma: float
-    mixup_alpha: float
-    cutmix_alpha: float
-    freeze_backbone_epochs: int
-    channels_last: bool
-    compile: bool
+def config_parameters(group: str, # a key of CONFIG_TARGETS: data, transforms, model or trainer
+                     ) -> dict[str, inspect.Parameter]:
+    "The parameters of what `group` builds that are its config keys, with resolved (and narrowed) annotations."
+    target = CONFIG_TARGETS[group]
+    fn = target.__init__ if inspect.isclass(target) else target
+    hints, filled = typing.get_type_hints(fn), FILLED_BY_PIPELINE.get(group, {})
+    return {name: p.replace(annotation=_narrowed(hints.get(name, Any), CONFIG_CHOICES.get(f"{group}.{name}")))
+            for name, p in inspect.signature(fn).parameters.items()
+            if name != "self" and name not in filled and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
-@dataclasses.dataclass
-class TrainerConfig:
-    "Keys and types of the `trainer` group (lightning.pytorch.Trainer arguments)."
-    accelerator: str
-    devices: Union[int, str, list[int]]
-    strategy: str
-    num_nodes: int
-    precision: Union[int, str]
-    max_epochs: int
-    max_steps: int
-    max_time: Optional[Union[str, dict]]
-    min_epochs: Optional[int]
-    limit_train_batches: Optional[Union[int, float]]
-    limit_val_batches: Optional[Union[int, float]]
-    limit_test_batches: Optional[Union[int, float]]
-    check_val_every_n_epoch: Optional[int]
-    val_check_interval: Optional[Union[int, float]]
-    num_sanity_val_steps: int
-    log_every_n_steps: int
-    accumulate_grad_batches: int
-    gradient_clip_val: Optional[Union[int, float]]
-    gradient_clip_algorithm: Optional[Literal["norm", "value"]]
-    deterministic: Optional[Union[bool, Literal["warn"]]]
-    benchmark: Optional[bool]
-    sync_batchnorm: bool
-    enable_progress_bar: bool
-    enable_model_summary: bool
-    fast_dev_run: Union[bool, int]
-
-@dataclasses.dataclass
-class PathsConfig:
-    "Keys and types of `paths`."
-    run_dir: str
-
-@dataclasses.dataclass
-class TrainConfig:
-    "Keys and types of the root config; `callbacks` and `logger` are `_target_` nodes checked against their targets."
-    data: DataConfig
-    transforms: TransformsConfig
-    model: ModelConfig
-    trainer: TrainerConfig
-    callbacks: Optional[dict]
-    logger: Optional[dict]
-    paths: PathsConfig
-    seed: int
-    resume: Optional[str]
-    dry_run: bool
+def config_schema() -> dict:
+    "The allowed keys of the whole config and their types, nested like the config."
+    return {**ROOT_KEYS, **{g: {k: p.annotation for k, p in config_parameters(g).items()} for g in CONFIG_TARGETS}}
 
 # %% ../nbs/40_train.ipynb #3b3b000d
+_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping",
+          type(None): "null"}
+_PLURALS = {int: "integers", float: "numbers", bool: "true/false values", str: "strings"}
+
+def _union_args(tp) -> tuple:
+    return typing.get_args(tp) if typing.get_origin(tp) in (Union, types.UnionType) else (tp,)
+
+def _literal_args(tp) -> list:
+    "The allowed values of a `Literal` annotation, or of the Literals in a union."
+    return [a for t in _union_args(tp) if typing.get_origin(t) is Literal for a in typing.get_args(t)]
+
+def _is_sequence(tp) -> bool:
+    return tp in (list, tuple) or typing.get_origin(tp) in (list, tuple, collections.abc.Sequence)
+
+def _is_mapping(tp) -> bool:
+    return tp is dict or typing.get_origin(tp) in (dict, collections.abc.Mapping)
+
 def _type_name(tp) -> str:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is Literal: return "one of " + ", ".join(repr(a) for a in args)
-    if origin is Union: return " or ".join(_type_name(a) for a in args)
-    if origin in (list, tuple): return f"a list of {_type_name(args[0])}" if args else "a list"
-    if tp is type(None): return "null"
-    if dataclasses.is_dataclass(tp): return "a mapping"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping"}.get(tp, str(tp))
+    if len(_union_args(tp)) > 1 or typing.get_origin(tp) is Literal:
+        literals = _literal_args(tp)
+        names = ["one of " + ", ".join(repr(a) for a in literals)] if literals else []
+        names += [_type_name(t) for t in _union_args(tp) if typing.get_origin(t) is not Literal and t is not os.PathLike]
+        return " or ".join(dict.fromkeys(names))
+    args = typing.get_args(tp)
+    if _is_sequence(tp): return f"a list of {_PLURALS.get(args[0], _type_name(args[0]))}" if args else "a list"
+    if _is_mapping(tp):
+        of = args[1] if len(args) == 2 and args[1] is not Any else None
+        return "a mapping" if of is None else f"a mapping of {_PLURALS.get(of, _type_name(of))}"
+    return _NAMES.get(tp, f"a {getattr(tp, '__name__', tp)}")
 
 def _value_ok(value, tp) -> bool:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    "Whether a config value (as YAML or the override grammar reads it) fits the annotation `tp`."
     if tp is Any: return True
-    if origin is Union: return any(_value_ok(value, a) for a in args)
-    if origin is Literal: return value in args
+    if len(_union_args(tp)) > 1: return any(_value_ok(value, a) for a in _union_args(tp))
+    if typing.get_origin(tp) is Literal:
+        return any(value == a and type(value) is type(a) for a in typing.get_args(tp))
     if tp is type(None): return value is None
     if tp is bool: return isinstance(value, bool)
     if tp is int: return isinstance(value, int) and not isinstance(value, bool)
     if tp is float: return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if tp is str: return isinstance(value, (str, int, float)) and not isinstance(value, bool)
-    if origin in (list, tuple) or tp in (list, tuple):
+    if tp in (str, os.PathLike): return isinstance(value, (str, int, float)) and not isinstance(value, bool)
+    args = typing.get_args(tp)
+    if _is_sequence(tp):
         return isinstance(value, (list, tuple)) and (not args or all(_value_ok(v, args[0]) for v in value))
-    if tp is dict or origin is dict or dataclasses.is_dataclass(tp): return isinstance(value, dict)
-    return isinstance(value, tp)
+    if _is_mapping(tp):
+        return isinstance(value, dict) and (len(args) < 2 or all(_value_ok(v, args[1]) for v in value.values()))
+    return isinstance(value, tp) if isinstance(tp, type) else True
 
 def nearest_key(key: str, # the unknown key, possibly dotted ("data.bach_size")
                 candidates: list[str], # valid keys, in the same dotted form
@@ -222,20 +182,21 @@ def _unknown_key_error(full_key: str, valid: list[str], hint: str = "") -> Confi
 _LOGGER_PACKAGES = {"WandbLogger": ("wandb",), "MLFlowLogger": ("mlflow",), "CometLogger": ("comet_ml",),
                     "NeptuneLogger": ("neptune",), "TensorBoardLogger": ("tensorboard", "tensorboardX")}
 
-def _check_schema(node: dict, schema, prefix: str) -> None:
-    hints = typing.get_type_hints(schema)
-    valid = [f"{prefix}{k}" for k in hints]
+def _check_schema(node: dict, schema: dict, prefix: str) -> None:
+    valid = [f"{prefix}{k}" for k in schema]
     for key, value in node.items():
         full = f"{prefix}{key}"
-        if key not in hints: raise _unknown_key_error(full, valid)
-        tp = hints[key]
-        if dataclasses.is_dataclass(tp) and isinstance(value, dict): _check_schema(value, tp, full + "."); continue
+        if key not in schema:
+            source = FILLED_BY_PIPELINE.get(prefix[:-1], {}).get(key)
+            if source: raise ConfigError(f"config key '{full}' is not a setting: classifier-train fills it from {source}")
+            raise _unknown_key_error(full, valid)
+        tp = schema[key]
+        if isinstance(tp, dict):
+            if not isinstance(value, dict): raise ConfigError(f"config key '{full}' must be a mapping, got {value!r}")
+            _check_schema(value, tp, full + "."); continue
         if not _value_ok(value, tp):
-            extra = ""
-            if typing.get_origin(tp) is Literal or Literal in [typing.get_origin(a) for a in typing.get_args(tp)]:
-                choices = [str(a) for t in (tp, *typing.get_args(tp)) for a in typing.get_args(t) if isinstance(a, str)]
-                near = difflib.get_close_matches(str(value), choices, n=1)
-                extra = f" (did you mean '{near[0]}'?)" if near else ""
+            near = difflib.get_close_matches(str(value), [a for a in _literal_args(tp) if isinstance(a, str)], n=1)
+            extra = f" (did you mean '{near[0]}'?)" if near else ""
             raise ConfigError(f"config key '{full}' = {value!r} ({type(value).__name__}): expected {_type_name(tp)}{extra}")
 
 def _check_target_node(node: dict, where: str) -> None:
@@ -244,7 +205,8 @@ def _check_target_node(node: dict, where: str) -> None:
     target = node["_target_"]
     try: obj = hydra.utils.get_object(target)
     except Exception as e:
-        raise ConfigError(f"config key '{where}._target_' = {target!r} cannot be imported ({type(e).__name__}: {e})") from None
+        raise ConfigError(f"config key '{where}._target_' = {target!r} cannot be imported "
+                          f"({type(e).__name__}: {error_summary(e)})") from None
     name = getattr(obj, "__name__", "")
     for pkg in _LOGGER_PACKAGES.get(name, ()):
         if importlib.util.find_spec(pkg) is not None: break
@@ -266,30 +228,11 @@ def validate_config(cfg: DictConfig | dict, # a composed config (checked with it
     if isinstance(cfg, DictConfig):
         try: d = OmegaConf.to_container(cfg, resolve=True)
         except OmegaConfBaseException as e:
-            raise ConfigError(f"the config does not resolve: {str(e).splitlines()[0]} (full key: {getattr(e, 'full_key', '?')})") from None
+            raise ConfigError(f"the config does not resolve: {error_summary(e, None)} "
+                              f"(full key: {getattr(e, 'full_key', '?')})") from None
     else: d = dict(cfg)
     d.pop("hydra", None)
-    root_hints = typing.get_type_hints(TrainConfig)
-    for key in d:
-        if key not in root_hints: raise _unknown_key_error(key, list(root_hints))
-    trainer = dict(d.get("trainer") or {})
-    trainer_hints = typing.get_type_hints(TrainerConfig)
-    extra = {k: trainer.pop(k) for k in list(trainer) if k not in trainer_hints}
-    trainer_params = inspect.signature(pl.Trainer.__init__).parameters
-    owned = ("default_root_dir", "callbacks", "logger", "plugins")
-    for key in extra:
-        if key not in trainer_params or key in owned:
-            why = (f" (classifier-train sets trainer.{key} itself)" if key in owned else "")
-            raise _unknown_key_error(f"trainer.{key}", [f"trainer.{k}" for k in trainer_params if k not in ("self", *owned)], why)
-    d["trainer"] = trainer
-    for key, value in d.items():
-        tp = root_hints[key]
-        if key in ("callbacks", "logger"): continue
-        if dataclasses.is_dataclass(tp):
-            if not isinstance(value, dict): raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
-            _check_schema(value, tp, key + ".")
-        elif not _value_ok(value, tp):
-            raise ConfigError(f"config key '{key}' = {value!r} ({type(value).__name__}): expected {_type_name(tp)}")
+    _check_schema(d, config_schema(), "")
     for name, node in (d.get("callbacks") or {}).items():
         if node is not None: _check_target_node(node, f"callbacks.{name}")
     if d.get("logger"): _check_target_node(d["logger"], "logger")
@@ -300,7 +243,7 @@ def check_overrides(overrides: list[str], # command-line style overrides: "data.
     "Fail with a `ConfigError` naming the key and its nearest valid key when an override cannot apply."
     try: parsed = OverridesParser.create().parse_overrides(list(overrides))
     except HydraException as e:
-        raise ConfigError(f"cannot parse the overrides {list(overrides)}: {str(e).splitlines()[0]}. Hydra's override "
+        raise ConfigError(f"cannot parse the overrides {list(overrides)}: {error_summary(e, None)}. Hydra's override "
                           "grammar needs quotes around values with special characters, and the shell removes one level: "
                           "write data.root=\"'/my photos'\"; for the home folder use data.root=$HOME/photos") from None
     group_choices = []
@@ -309,9 +252,10 @@ def check_overrides(overrides: list[str], # command-line style overrides: "data.
         if key == "hydra" or key.startswith(("hydra.", "hydra/")) or o.is_sweep_override(): continue
         if key in CONFIG_GROUPS and not o.is_delete():
             value, options = o.value(), config_group_options(key)
-            if value not in options and not (value is None and o.is_add()):
-                near = difflib.get_close_matches(str(value), options, n=1)
-                raise ConfigError(f"{key}={value}: no such option in the '{key}' config group"
+            for choice in (value if isinstance(value, list) else [value]):  # callbacks=[minimal,model_info]
+                if choice in options or (choice is None and o.is_add()): continue
+                near = difflib.get_close_matches(str(choice), options, n=1)
+                raise ConfigError(f"{key}={choice}: no such option in the '{key}' config group"
                                   + (f"; did you mean '{key}={near[0]}'?" if near else "") + f" Options: {', '.join(options)}")
             group_choices.append(o.input_line)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
@@ -324,12 +268,14 @@ def check_overrides(overrides: list[str], # command-line style overrides: "data.
         if o.is_add() or o.is_force_add(): continue  # "+key=value" adds on purpose; validate_config judges it
         if key in valid: continue
         parent, leaf = key.rsplit(".", 1) if "." in key else ("", key)
+        source = FILLED_BY_PIPELINE.get(parent, {}).get(leaf)
+        if source: raise ConfigError(f"config key '{key}' is not a setting: classifier-train fills it from {source}")
         node = OmegaConf.select(base, parent) if parent else None
         if isinstance(node, DictConfig) and "_target_" in node:  # a callback or logger: its signature decides
             _check_target_node({**OmegaConf.to_container(node), leaf: None}, parent)
             raise ConfigError(f"config key '{key}' is an argument of {node._target_} that the config does not set: "
                               f"add it with +{key}={o.value()}")
-        if key.startswith("trainer.") and leaf in inspect.signature(pl.Trainer.__init__).parameters:
+        if key.startswith("trainer.") and leaf in config_parameters("trainer"):
             raise ConfigError(f"config key '{key}' is a Trainer argument that the trainer config does not set: "
                               f"add it with +{key}={o.value()}")
         raise _unknown_key_error(key, valid)
@@ -362,12 +308,9 @@ def compose_config(overrides: list[str] = (), # command-line style overrides, as
 # %% ../nbs/40_train.ipynb #1aa61c2a
 def datamodule_arguments(cfg: DictConfig, # a composed config
                         ) -> dict:
-    "`cfg.data` as the data module will get it: absolute root, and the sample's defaults filled in when root is null."
+    "`cfg.data` as the data module gets it: the root made absolute (the data module fills the sample's defaults)."
     data = OmegaConf.to_container(cfg.data, resolve=True)
     if data.get("root") is not None: data["root"] = str(Path(str(data["root"])).expanduser().absolute())
-    else:  # the embedded sample: its measured defaults, unless set explicitly
-        if data.get("image_size") is None: data["image_size"] = SAMPLE_IMAGE_SIZE
-        data["preprocessing"] = {"crop_pct": SAMPLE_CROP_PCT, **(data.get("preprocessing") or {})}
     return data
 
 def build_datamodule(cfg: DictConfig, # a composed config
@@ -587,6 +530,7 @@ def train(cfg: DictConfig, # a composed config: from compose_config() or the Hyd
     with open_dict(cfg):  # config.yaml records what the run used
         cfg.data = OmegaConf.merge(cfg.data, datamodule_arguments(cfg))
         cfg.data.image_size = datamodule.preprocessing.image_size
+        cfg.data.preprocessing = datamodule.preprocessing_overrides or None
     callbacks = build_callbacks(cfg)
     logger = build_logger(cfg)
     resume_from = resolve_resume(cfg.resume, _checkpoint_dir(callbacks, run_dir))

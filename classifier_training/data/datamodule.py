@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import pickle
 import warnings
@@ -23,7 +24,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from .. import __version__
 from ..core import (ClassificationBatch, ConfigError, DatasetError, PreprocessingConfig, atomic_write_bytes,
-                                      write_labels_mapping as _write_labels_mapping)
+                                      error_summary, write_labels_mapping as _write_labels_mapping)
 from .check import DatasetReport, check_dataset
 from .datasets import (SPLITS, DatasetIndex, DatasetWarning, ImageClassificationDataset,
                                                scan_dataset)
@@ -32,8 +33,9 @@ from .transforms import (build_eval_transform, build_train_transform,
                                                  preprocessing_for_backbone)
 
 # %% auto #0
-__all__ = ['SAMPLER_POLICIES', 'CLASS_WEIGHT_POLICIES', 'collate_classification', 'TrackingWeightedRandomSampler', 'class_counts',
-           'inverse_frequency_class_weights', 'sampler_class_weights', 'ImageClassificationDataModule']
+__all__ = ['SAMPLER_POLICIES', 'CLASS_WEIGHT_POLICIES', 'SAMPLE_IMAGE_SIZE', 'SAMPLE_CROP_PCT', 'collate_classification',
+           'TrackingWeightedRandomSampler', 'class_counts', 'inverse_frequency_class_weights', 'sampler_class_weights',
+           'ImageClassificationDataModule']
 
 # %% ../../nbs/05_data.datamodule.ipynb #7d6105da
 def collate_classification(samples: Sequence[dict], # dataset items {'image', 'label', 'index'}
@@ -117,6 +119,10 @@ def sampler_class_weights(policy: str, # 'none', 'auto' or 'manual'
         raise ConfigError("data.sampler_weights gives every class with train images weight 0; nothing could be drawn")
     return weights
 
+# %% ../../nbs/05_data.datamodule.ipynb #b5667432
+SAMPLE_IMAGE_SIZE = 32  # input side on the embedded sample when image_size is None
+SAMPLE_CROP_PCT = 1.0  # eval crop on the sample unless preprocessing sets crop_pct (the garments fill the frame)
+
 # %% ../../nbs/05_data.datamodule.ipynb #b2b79a7f
 def _plain(value: Any) -> Any:
     "Hydra's DictConfig/ListConfig (or any mapping/sequence) as plain dicts and lists."
@@ -143,9 +149,9 @@ def _index_fingerprint(index: DatasetIndex, policy: str, max_pixels: int | None 
 class ImageClassificationDataModule(pl.LightningDataModule):
     "Scan, check and load an image-classification dataset; weighted sampling and class weights on request."
     def __init__(self, root: str | os.PathLike | None = None, # dataset folder; None: the embedded Fashion-MNIST sample
-                 image_size: int | None = None, # model input side; None: the backbone's
+                 image_size: int | None = None, # model input side; None: the backbone's (the sample: 32)
                  batch_size: int = 64, # images per batch (per process under DDP)
-                 num_workers: int = 0, # loader worker processes (measured default: 0 on 2 cores)
+                 num_workers: int = 1, # loader worker processes (1: loading overlaps the step)
                  val_fraction: float = 0.1, # share of each class moved to val when the dataset has no val split
                  test_fraction: float = 0.1, # share of each class for test, for a flat folder
                  split_seed: int = 42, # seed of those splits
@@ -155,14 +161,14 @@ class ImageClassificationDataModule(pl.LightningDataModule):
                  class_weights: str = "none", # loss class weights: 'none' or 'auto' (inverse frequency, mean 1)
                  cache_images: bool = False, # keep decoded images in RAM (small datasets)
                  preprocessing: Mapping[str, Any] | None = None, # overrides of the backbone's preprocessing
-                 backbone: str = "resnet18", # timm model whose data config gives the default preprocessing
+                 backbone: str = "resnet10t", # timm model whose data config gives the preprocessing
                  train_transform: Mapping[str, Any] | None = None, # keyword arguments of build_train_transform
                  pin_memory: bool | None = None, # None or True: pin when CUDA is available; False: never
                  persistent_workers: bool = False, # keep loader workers across epochs (with num_workers > 0)
                  drop_last: bool | None = None, # drop the last incomplete train batch; None: when train > batch_size
                  sampler_seed: int | None = None, # seed the weighted sampler per epoch (same draws on every rank)
                  check_workers: int | None = None, # decoding workers of the check (None: one per core)
-                 max_pixels: int | None = None, # decompression-bomb guard: refuse larger images (None: Pillow's limit)
+                 max_pixels: int | None = 89_478_485, # refuse larger images (Pillow's default); None: Pillow's limit
                  check_cache: bool = True, # reuse a stored check result for an unchanged file list
                  cache_dir: str | os.PathLike | None = None, # for the sample and check results; None: default_cache_dir()
                  verbose: bool = True, # print the scan line and the check summary (rank zero only)
@@ -194,6 +200,10 @@ class ImageClassificationDataModule(pl.LightningDataModule):
         self._pin_memory_arg, self.persistent_workers = pin_memory, bool(persistent_workers)
         # preprocessing: ready now, before any data is read
         pre = _plain(preprocessing) if preprocessing is not None else {}
+        if root is None:  # the embedded sample: its measured defaults, unless set explicitly
+            pre = {"crop_pct": SAMPLE_CROP_PCT, **pre}
+            if image_size is None and pre.get("image_size") is None: image_size = SAMPLE_IMAGE_SIZE
+        self.preprocessing_overrides: dict = dict(pre)  # what was set over the backbone's preprocessing
         resize_size = pre.pop("resize_size", None)
         if image_size is not None and pre.get("image_size") not in (None, int(image_size)):
             raise ConfigError(f"data.image_size={image_size} and data.preprocessing.image_size={pre['image_size']} disagree; set one")
@@ -205,8 +215,10 @@ class ImageClassificationDataModule(pl.LightningDataModule):
                               f"{self.preprocessing.resize_size}; set crop_pct instead")
         self.train_transform_kwargs = _plain(train_transform) if train_transform is not None else {}
         try: self.train_transform = build_train_transform(self.preprocessing, **self.train_transform_kwargs)
-        except TypeError as e: raise ConfigError(f"data.train_transform: {e}; valid keys: hflip, color_jitter, auto_augment, "
-                                                 "random_erasing, scale, ratio") from None
+        except TypeError as e:
+            valid = ", ".join(list(inspect.signature(build_train_transform).parameters)[1:])
+            raise ConfigError(f"data.train_transform: {error_summary(e)}; valid keys: {valid}") \
+                from None
         self.eval_transform = build_eval_transform(self.preprocessing)
         # filled by prepare_data()/setup()
         self.index: DatasetIndex | None = None  # the index trained on (the check's clean index)

@@ -136,10 +136,10 @@ def _pair(value, name: str) -> tuple[float, float]:
 
 def build_train_transform(pre: PreprocessingConfig, # image size, interpolation, mean/std
                           hflip: bool = True, # random horizontal flip
-                          color_jitter: float = 0.2, # brightness/contrast/saturation jitter strength; 0 = off
+                          color_jitter: float = 0.0, # brightness/contrast/saturation jitter strength; 0 = off
                           auto_augment: str | None = None, # None, 'randaugment' or 'trivialaugment'
                           random_erasing: float = 0.0, # probability of erasing a random rectangle; 0 = off
-                          scale: Sequence[float] = (0.08, 1.0), # RandomResizedCrop area range (share of the image)
+                          scale: Sequence[float] = (0.6, 1.0), # RandomResizedCrop area range (share of the image)
                           ratio: Sequence[float] = (3 / 4, 4 / 3), # RandomResizedCrop aspect-ratio range
                          ) -> v2.Compose:
     "PIL image -> augmented, normalised (3, S, S) float tensor for training."
