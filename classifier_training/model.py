@@ -38,49 +38,54 @@ __all__ = ['LOSSES', 'OPTIMIZERS', 'RNG_STATES_KEY', 'build_backbone', 'focal_lo
 def _check_timm_name(name: str) -> None:
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; list names with timm.list_models('pattern*')"
-        raise ConfigError(f"model.backbone={name!r} is not a timm model{hint}")
+        hint = f"did you mean {', '.join(close)}?" if close else "see timm.list_models('pattern*')"
+        raise ConfigError(f"model.backbone={name!r} is not a timm model; {hint}")
 
 def build_backbone(name: str, # timm model name, e.g. "resnet18" or "convnext_tiny.fb_in22k"
                    num_classes: int, # outputs of the new classifier head (the data's class count)
-                   pretrained: bool | str = False, # True: ImageNet weights from the hub; a path: a local weights file
+                   pretrained: bool | str = False, # True: ImageNet weights; a path: a local file
                    drop_rate: float = 0.0, # dropout before the classifier
-                   drop_path_rate: float | None = None, # stochastic depth rate; None: the model's default
+                   drop_path_rate: float | None = None, # stochastic depth; None: the model's
                   ) -> nn.Module:
     "A timm model with a fresh `num_classes`-way head, optionally starting from pretrained weights."
     _check_timm_name(name)
-    if int(num_classes) < 2: raise ConfigError(f"num_classes={num_classes!r}: a classifier needs at least 2 classes")
+    if int(num_classes) < 2:
+        raise ConfigError(f"num_classes={num_classes!r}: a classifier needs at least 2 classes")
     kwargs: dict[str, Any] = dict(num_classes=int(num_classes), drop_rate=float(drop_rate))
     if drop_path_rate is not None: kwargs["drop_path_rate"] = float(drop_path_rate)
     if isinstance(pretrained, (str, os.PathLike)) and not isinstance(pretrained, bool):
         path = os.path.expanduser(str(pretrained))
         if not os.path.isfile(path):
-            raise ConfigError(f"model.pretrained={str(pretrained)!r}: no such weights file; give true, false or a .pth/.safetensors path")
+            raise ConfigError(f"model.pretrained={str(pretrained)!r}: no such weights file; "
+                              "give true, false or a .pth/.safetensors path")
         kwargs["pretrained_cfg_overlay"] = dict(file=path)
         pretrained = True
     try:
         return timm.create_model(name, pretrained=bool(pretrained), **kwargs)
     except TypeError as e:
-        raise ConfigError(f"model.backbone={name!r} does not accept these options ({e}); "
-                          "try drop_path_rate=null or another backbone") from None
+        raise ConfigError(f"model.backbone={name!r} does not accept these options ("
+                          f"{error_summary(e)}); try drop_path_rate=null or another backbone"
+                          ) from None
     except Exception as e:
         if not pretrained: raise
         raise ConfigError(f"model.pretrained=true: could not load pretrained weights for {name!r} "
-                          f"({type(e).__name__}: {error_summary(e, 200)}); make the Hugging Face hub reachable, "
-                          "fill HF_HOME's cache, give a local weights file, or set model.pretrained=false") from None
+                          f"({type(e).__name__}: {error_summary(e, 200)}); make the Hugging Face "
+                          "hub reachable, fill HF_HOME's cache, give a local weights file, or set "
+                          "model.pretrained=false") from None
+
 
 # %% ../nbs/10_model.ipynb #93df60a1
-def _target_probabilities(targets: torch.Tensor, num_classes: int, label_smoothing: float) -> torch.Tensor:
-    probs = F.one_hot(targets, num_classes).float() if targets.ndim == 1 else targets.float()
-    return probs * (1.0 - label_smoothing) + label_smoothing / num_classes if label_smoothing else probs
+def _target_probabilities(targets: torch.Tensor, classes: int, smoothing: float) -> torch.Tensor:
+    probs = F.one_hot(targets, classes).float() if targets.ndim == 1 else targets.float()
+    return probs * (1.0 - smoothing) + smoothing / classes if smoothing else probs
 
 def focal_loss(logits: torch.Tensor, # (B, C) raw scores
                targets: torch.Tensor, # (B,) class indices or (B, C) target probabilities
                gamma: float = 2.0, # focusing parameter; 0 gives cross-entropy
                weight: torch.Tensor | None = None, # (C,) class weights, or None
-               label_smoothing: float = 0.0, # share of the target mass spread evenly over the classes
+               label_smoothing: float = 0.0, # target mass spread evenly over the classes
               ) -> torch.Tensor:
-    "Focal loss on hard or soft targets, reduced like `F.cross_entropy` (weighted mean for hard labels)."
+    "Focal loss on hard or soft targets, reduced like `F.cross_entropy` (weighted mean for labels)."
     logp = F.log_softmax(logits.float(), dim=-1)
     probs = _target_probabilities(targets, logits.shape[-1], label_smoothing)
     per_class = -probs * (1.0 - logp.exp()).pow(gamma) * logp if gamma else -probs * logp
@@ -95,7 +100,7 @@ def warmup_cosine_factor(step: int, # optimiser steps taken so far
                          total_steps: int, # steps of the whole run
                          min_lr_ratio: float = 0.01, # final learning rate as a share of the peak
                         ) -> float:
-    "Learning-rate multiplier at `step`: linear warm-up to 1, then cosine down to `min_lr_ratio` at `total_steps`."
+    "Learning-rate multiplier at `step`: linear warm-up to 1, then cosine down to `min_lr_ratio`."
     if step < warmup_steps: return (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
@@ -103,19 +108,21 @@ def warmup_cosine_factor(step: int, # optimiser steps taken so far
 # %% ../nbs/10_model.ipynb #2f24958b
 def weight_decay_param_groups(module: nn.Module, # the model whose parameters to group
                               weight_decay: float, # decay for the weight matrices and kernels
-                              no_decay: Sequence[str] = (), # extra name patterns (fnmatch) to exclude from decay
+                              no_decay: Sequence[str] = (), # more names (fnmatch) not to decay
                              ) -> list[dict]:
-    "Optimizer parameter groups: decay on weights, none on biases, norm parameters (any 1-d tensor) and `no_decay`."
+    "Optimizer parameter groups: decay on weights; none on biases, 1-d tensors and `no_decay`."
     decay, skip = [], []
     for name, p in module.named_parameters():
-        excluded = p.ndim <= 1 or name.endswith(".bias") or any(fnmatch.fnmatch(name, pat) for pat in no_decay)
+        excluded = (p.ndim <= 1 or name.endswith(".bias")
+                    or any(fnmatch.fnmatch(name, pat) for pat in no_decay))
         (skip if excluded else decay).append(p)
-    groups = [{"params": decay, "weight_decay": float(weight_decay)}, {"params": skip, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": float(weight_decay)},
+              {"params": skip, "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]
 
 # %% ../nbs/10_model.ipynb #5a275b1b
 class NonFiniteLossError(ClassifierTrainingError):
-    "The training loss became NaN or infinite; the message names the step, the learning rate and the batch's files."
+    "The training loss became NaN or infinite; the message names the step, the lr and the files."
 
 # %% ../nbs/10_model.ipynb #82ae3e43
 LOSSES = ("cross_entropy", "focal")
@@ -127,30 +134,33 @@ OPTIMIZERS = ("adamw", "sgd")
 RNG_STATES_KEY = "rng_states"
 
 def capture_rng_states() -> dict:
-    "The global random states of Python, numpy and torch (CPU; CUDA when initialised), as checkpoint-safe values."
+    "The global random states of Python, numpy and torch (CUDA when initialised), checkpoint-safe."
     version, internal, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state()
+    keys = torch.from_numpy(np.asarray(keys, dtype=np.int64))
     states = {"python": [int(version), [int(v) for v in internal], gauss],
-              "numpy": {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+              "numpy": {"name": str(name), "keys": keys, "pos": int(pos),
                         "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
               "torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized(): states["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
     return states
 
-def restore_rng_states(states: dict, # output of capture_rng_states (e.g. read back from a checkpoint)
+def restore_rng_states(states: dict, # what capture_rng_states returned (e.g. from a checkpoint)
                       ) -> None:
-    "Set the global random states of Python, numpy and torch (and CUDA, when saved and the device count matches)."
+    "Set the global random states of Python, numpy, torch and CUDA (when saved for as many GPUs)."
     version, internal, gauss = states["python"]
     random.setstate((int(version), tuple(int(v) for v in internal), gauss))
     n = states["numpy"]
-    np.random.set_state((n["name"], n["keys"].cpu().numpy().astype(np.uint32), int(n["pos"]), int(n["has_gauss"]),
-                         float(n["cached_gaussian"])))
+    np.random.set_state((n["name"], n["keys"].cpu().numpy().astype(np.uint32), int(n["pos"]),
+                         int(n["has_gauss"]), float(n["cached_gaussian"])))
     torch.set_rng_state(states["torch"].cpu())
     cuda = states.get("cuda")
     if cuda is not None and torch.cuda.is_available():
-        if len(cuda) == torch.cuda.device_count(): torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
-        else: rank_zero_warn(f"the checkpoint holds the CUDA random state of {len(cuda)} GPU(s) but this machine has "
-                             f"{torch.cuda.device_count()}; the CUDA random state is not restored")
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+        else: rank_zero_warn(f"the checkpoint holds the CUDA random state of {len(cuda)} GPU(s) "
+                             f"but this machine has {torch.cuda.device_count()}; not restored")
 
 # %% ../nbs/10_model.ipynb #7cb8c9d8
 def _eval_metrics(num_classes: int, prefix: str) -> MetricCollection:
@@ -165,73 +175,90 @@ def _images_of(batch) -> torch.Tensor:
     if isinstance(batch, (list, tuple)): return batch[0]
     return batch
 
+_OFF_OR_MORE = (lambda v: v >= 0, "0 (off) or a finite number > 0")
+_HPARAM_RULES = {  # model.<key>: (accepted finite values, what to give instead)
+    "lr": (lambda v: v > 0, "a finite learning rate > 0 (lower it when the loss diverges)"),
+    "label_smoothing": (lambda v: 0 <= v < 1, "a share of the target in [0, 1) (0: off)"),
+    "min_lr_ratio": (lambda v: 0 <= v <= 1, "the final share of model.lr, in [0, 1]"),
+    **{k: _OFF_OR_MORE for k in ("weight_decay", "momentum", "warmup_epochs",
+                                 "freeze_backbone_epochs", "mixup_alpha", "cutmix_alpha")}}
+
+def _check_hparams(values: dict) -> None:
+    "A ConfigError naming `model.<key>` for the first value that is not finite or out of range."
+    for key, (accepted, give) in _HPARAM_RULES.items():
+        try: ok = math.isfinite(values[key]) and accepted(values[key])
+        except TypeError: ok = False
+        if not ok: raise ConfigError(f"model.{key}={values[key]!r}: out of range; give {give}")
+
+
 # %% ../nbs/10_model.ipynb #911b82c1
 class ImageClassifier(pl.LightningModule):
-    "A timm backbone with a new head, trained with Lightning; validation/test steps hand their outputs to callbacks."
+    "A timm backbone with a new head, trained with Lightning; eval steps hand outputs to callbacks."
     def __init__(self,
                  num_classes: int, # classes in the data (sizes the head)
-                 class_names: Sequence[str] | None = None, # names in class-index order; default "0", "1", ...
+                 class_names: Sequence[str] | None = None, # in class-index order; None: "0", "1"...
                  backbone: str = "resnet10t", # any timm model name
                  pretrained: bool | str = False, # ImageNet weights (hub) or a local weights file
                  drop_rate: float = 0.0, # dropout before the classifier
                  drop_path_rate: float | None = None, # stochastic depth; None: the model's default
-                 preprocessing: dict | None = None, # PreprocessingConfig as a dict; None: the backbone's at image_size
-                 image_size: int | None = None, # input size when `preprocessing` is None; None: the backbone's own
+                 preprocessing: dict | None = None, # PreprocessingConfig dict; None: the backbone's
+                 image_size: int | None = None, # size when no `preprocessing`; None: the backbone's
                  optimizer: str = "adamw", # 'adamw' or 'sgd'
                  lr: float = 3e-3, # peak learning rate (after warm-up)
                  weight_decay: float = 0.05, # on weights only (no norms, no biases)
                  momentum: float = 0.9, # SGD momentum (Nesterov when > 0)
-                 warmup_epochs: float = 1, # linear warm-up length, in epochs (converted to optimiser steps)
+                 warmup_epochs: float = 1, # linear warm-up, in epochs (run as optimiser steps)
                  min_lr_ratio: float = 0.01, # final learning rate of the cosine as a share of `lr`
                  loss: str = "cross_entropy", # 'cross_entropy' or 'focal'
                  label_smoothing: float = 0.1, # target mass spread over all classes
                  focal_gamma: float = 2.0, # focal loss focusing parameter
-                 class_weights: Sequence[float] | None = None, # one loss weight per class; None: unweighted
+                 class_weights: Sequence[float] | None = None, # a loss weight per class, or None
                  mixup_alpha: float = 0.0, # > 0 turns MixUp on (Beta(alpha, alpha) mixing)
                  cutmix_alpha: float = 0.0, # > 0 turns CutMix on
                  freeze_backbone_epochs: int = 0, # train only the head for this many first epochs
                  channels_last: bool = False, # GPU option: NHWC memory format
-                 compile: bool = False, # GPU option: torch.compile the backbone while the trainer runs
+                 compile: bool = False, # GPU option: torch.compile the backbone in trainer runs
                 ):
         super().__init__()
+        _check_hparams(locals())
         num_classes = int(num_classes)
-        class_names = [str(c) for c in class_names] if class_names is not None else [str(i) for i in range(num_classes)]
-        if len(class_names) != num_classes:
-            raise ConfigError(f"class_names has {len(class_names)} names but num_classes={num_classes}")
-        if optimizer not in OPTIMIZERS: raise ConfigError(f"model.optimizer={optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
-        if loss not in LOSSES: raise ConfigError(f"model.loss={loss!r}: use one of {', '.join(LOSSES)}")
-        if not 0 <= label_smoothing < 1: raise ConfigError(f"model.label_smoothing={label_smoothing!r}: must be in [0, 1)")
-        if not lr > 0: raise ConfigError(f"model.lr={lr!r}: must be positive")
-        if not 0 <= min_lr_ratio <= 1: raise ConfigError(f"model.min_lr_ratio={min_lr_ratio!r}: must be in [0, 1]")
-        if warmup_epochs < 0 or freeze_backbone_epochs < 0:
-            raise ConfigError("model.warmup_epochs and model.freeze_backbone_epochs must be >= 0")
-        if mixup_alpha < 0 or cutmix_alpha < 0: raise ConfigError("model.mixup_alpha and model.cutmix_alpha must be >= 0")
+        names = [str(c) for c in (class_names if class_names is not None else range(num_classes))]
+        if len(names) != num_classes:
+            raise ConfigError(f"class_names has {len(names)} names but num_classes={num_classes}")
+        for key, value, allowed in (("optimizer", optimizer, OPTIMIZERS), ("loss", loss, LOSSES)):
+            if value not in allowed:
+                raise ConfigError(f"model.{key}={value!r}: use one of {', '.join(allowed)}")
         if class_weights is not None:
             class_weights = [float(w) for w in class_weights]
             if len(class_weights) != num_classes or min(class_weights) < 0:
-                raise ConfigError(f"class_weights: give {num_classes} non-negative numbers in class order, got {class_weights}")
+                raise ConfigError(f"class_weights: give {num_classes} non-negative numbers in "
+                                  f"class order, got {class_weights}")
         if preprocessing is not None:
             pre = PreprocessingConfig.from_dict(dict(preprocessing))
             if image_size is not None and int(image_size) != pre.image_size:
-                raise ConfigError(f"image_size={image_size} disagrees with preprocessing.image_size={pre.image_size}; give one")
+                raise ConfigError(f"image_size={image_size} disagrees with preprocessing."
+                                  f"image_size={pre.image_size}; give one")
         else:
             pre = preprocessing_for_backbone(backbone, image_size)
         self.save_hyperparameters()
         # store the resolved values as plain types: the checkpoint rebuilds exactly this model
-        self.hparams.update(class_names=class_names, preprocessing=pre.to_dict(), image_size=pre.image_size,
-                            class_weights=class_weights, pretrained=str(pretrained) if isinstance(pretrained, os.PathLike) else pretrained)
-        self.class_names, self.preprocessing = class_names, pre
+        if isinstance(pretrained, os.PathLike): pretrained = str(pretrained)
+        self.hparams.update(class_names=names, preprocessing=pre.to_dict(), pretrained=pretrained,
+                            image_size=pre.image_size, class_weights=class_weights)
+        self.class_names, self.preprocessing = names, pre
         self.backbone = build_backbone(backbone, num_classes, pretrained, drop_rate, drop_path_rate)
         if channels_last: self.backbone.to(memory_format=torch.channels_last)
         if freeze_backbone_epochs and not hasattr(self.backbone, "get_classifier"):
-            raise ConfigError(f"model.freeze_backbone_epochs: {backbone!r} has no get_classifier(); set it to 0")
-        self.register_buffer("class_weights", torch.tensor(class_weights) if class_weights is not None else None,
-                             persistent=False)
-        mixers = ([v2.MixUp(alpha=mixup_alpha, num_classes=num_classes)] if mixup_alpha > 0 else []) + \
-                 ([v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes)] if cutmix_alpha > 0 else [])
-        self.mixing = (mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)) if mixers else None
+            raise ConfigError(f"model.freeze_backbone_epochs: {backbone!r} has no "
+                              "get_classifier(); set it to 0")
+        weights = torch.tensor(class_weights) if class_weights is not None else None
+        self.register_buffer("class_weights", weights, persistent=False)
+        mixers = [mix(alpha=a, num_classes=num_classes)
+                  for mix, a in ((v2.MixUp, mixup_alpha), (v2.CutMix, cutmix_alpha)) if a > 0]
+        self.mixing = v2.RandomChoice(mixers) if len(mixers) > 1 else next(iter(mixers), None)
         self.train_acc = MulticlassAccuracy(num_classes, top_k=1, average="micro")
-        self.val_metrics, self.test_metrics = _eval_metrics(num_classes, "val/"), _eval_metrics(num_classes, "test/")
+        self.val_metrics = _eval_metrics(num_classes, "val/")
+        self.test_metrics = _eval_metrics(num_classes, "test/")
         self.val_recall = MulticlassRecall(num_classes, average=None)
         self.test_recall = MulticlassRecall(num_classes, average=None)
 
@@ -253,20 +280,23 @@ class ImageClassifier(pl.LightningModule):
         h = self.hparams
         if h.loss == "focal":
             return focal_loss(logits, targets, h.focal_gamma, self.class_weights, h.label_smoothing)
-        return F.cross_entropy(logits.float(), targets, weight=self.class_weights, label_smoothing=h.label_smoothing)
+        return F.cross_entropy(logits.float(), targets, weight=self.class_weights,
+                               label_smoothing=h.label_smoothing)
 
-    # -- training --------------------------------------------------------------------------------------
+    # -- training ------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int = 0) -> torch.Tensor:
-        "Mix the batch if asked, compute the loss, update and log `train/loss` and `train/acc_top1`."
+        "Mix the batch if asked, compute the loss, update and log `train/loss`, `train/acc_top1`."
         images, labels = batch["images"], batch["labels"]
         targets = labels
         if self.mixing is not None: images, targets = self.mixing(images, labels)
         logits = self(images)
         loss = self.criterion(logits, targets)
-        if not self._loss_is_finite(loss): raise NonFiniteLossError(self._non_finite_message(loss, batch, batch_idx))
+        if not self._loss_is_finite(loss):
+            raise NonFiniteLossError(self._non_finite_message(loss, batch, batch_idx))
         self.train_acc.update(logits.detach(), targets.argmax(-1) if targets.ndim == 2 else labels)
         n = labels.shape[0]
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=n)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True,
+                 batch_size=n)
         self.log("train/acc_top1", self.train_acc, on_step=False, on_epoch=True, batch_size=n)
         return loss
 
@@ -274,37 +304,43 @@ class ImageClassifier(pl.LightningModule):
         "True when the loss is finite on this process and, under DDP, on every process."
         finite = bool(torch.isfinite(loss.detach()).all())
         trainer = self._trainer
-        if trainer is not None and trainer.world_size > 1:  # all ranks decide together: none is left in an all-reduce
+        if trainer is not None and trainer.world_size > 1:  # all stop: none waits in an all-reduce
             finite = not trainer.strategy.reduce_boolean_decision(not finite, all=False)
         return finite
 
     def _non_finite_message(self, loss: torch.Tensor, batch: dict, batch_idx: int) -> str:
-        "The diagnostic of a non-finite loss: step, epoch, learning rate and the image files of the batch."
+        "The diagnostic of a non-finite loss: step, epoch, learning rate and the batch's files."
         trainer = self._trainer
-        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer is not None and trainer.optimizers else self.hparams.lr
+        optimizers = trainer.optimizers if trainer is not None else []
+        lr = optimizers[0].param_groups[0]["lr"] if optimizers else self.hparams.lr
         dataset = getattr(getattr(trainer, "datamodule", None), "train_dataset", None)
-        indices = batch.get("indices") if isinstance(batch, dict) else None
         paths = getattr(dataset, "paths", None)
-        files = [str(paths[i]) for i in indices.tolist() if 0 <= i < len(paths)] if indices is not None and paths else []
+        indices = batch.get("indices") if isinstance(batch, dict) else None
+        files = ([str(paths[i]) for i in indices.tolist() if 0 <= i < len(paths)]
+                 if indices is not None and paths else [])
         shown = ", ".join(files[:16]) + (f" and {len(files) - 16} more" if len(files) > 16 else "")
-        where = " (non-finite on at least one process)" if trainer is not None and trainer.world_size > 1 else ""
-        return (f"the training loss is {float(loss.detach().float().mean())}{where} at step {self.global_step} "
-                f"(epoch {self.current_epoch}, batch {batch_idx}) with learning rate {lr:.3g}; the run stops here. "
-                f"Files of this batch: {shown or 'unknown'}. Lower model.lr, keep a warm-up (model.warmup_epochs) or set "
+        ddp = trainer is not None and trainer.world_size > 1
+        where = " (non-finite on at least one process)" if ddp else ""
+        return (f"the training loss is {float(loss.detach().float().mean())}{where} at step "
+                f"{self.global_step} (epoch {self.current_epoch}, batch {batch_idx}) with learning "
+                f"rate {lr:.3g}; the run stops here. Files of this batch: {shown or 'unknown'}. "
+                "Lower model.lr, keep a warm-up (model.warmup_epochs) or set "
                 "trainer.gradient_clip_val; when it happens at the first step, check these images.")
 
-    # -- evaluation: outputs are handed to callbacks (no extra forward passes) -------------------------
+    # -- evaluation: outputs are handed to callbacks (no extra forward passes) -----------------
     def _eval_step(self, batch: dict, stage: str) -> dict[str, torch.Tensor]:
-        "One forward pass; update the stage's metrics; return everything a callback may need, detached."
+        "One forward pass; update the stage's metrics; return what a callback may need, detached."
         images, labels = batch["images"], batch["labels"]
         logits = self(images).detach()
         loss = self.criterion(logits, labels)
         probs = logits.float().softmax(-1)
         preds = probs.argmax(-1)
-        metrics, recall = (self.val_metrics, self.val_recall) if stage == "val" else (self.test_metrics, self.test_recall)
+        metrics, recall = ((self.val_metrics, self.val_recall) if stage == "val"
+                           else (self.test_metrics, self.test_recall))
         metrics.update(logits, labels)
         recall.update(preds, labels)
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=labels.shape[0])
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, sync_dist=True,
+                 batch_size=labels.shape[0])
         self.log_dict(metrics, on_step=False, on_epoch=True)
         indices = batch.get("indices")
         return {"loss": loss, "logits": logits, "preds": preds, "probs": probs, "targets": labels,
@@ -315,16 +351,16 @@ class ImageClassifier(pl.LightningModule):
         if not recall.update_called: return
         values = recall.compute()  # synced across processes by torchmetrics
         recall.reset()
-        # the values are already global; sync_dist=True only averages identical numbers (and silences Lightning's DDP hint)
+        # already global: sync_dist=True averages equal numbers (and silences Lightning's DDP hint)
         self.log_dict({f"{stage}/recall/{name}": v for name, v in zip(self.class_names, values)},
                       on_step=False, on_epoch=True, sync_dist=True)
 
     def validation_step(self, batch: dict, batch_idx: int = 0) -> dict[str, torch.Tensor]:
-        "Log `val/*`; return `{loss, logits, preds, probs, targets, indices}` (detached) for the callbacks."
+        "Log `val/*`; return `{loss, logits, preds, probs, targets, indices}` for the callbacks."
         return self._eval_step(batch, "val")
 
     def test_step(self, batch: dict, batch_idx: int = 0) -> dict[str, torch.Tensor]:
-        "Log `test/*`; return `{loss, logits, preds, probs, targets, indices}` (detached) for the callbacks."
+        "Log `test/*`; return `{loss, logits, preds, probs, targets, indices}` for the callbacks."
         return self._eval_step(batch, "test")
 
     def on_validation_epoch_end(self) -> None:
@@ -336,13 +372,13 @@ class ImageClassifier(pl.LightningModule):
         self._log_recall("test")
 
     def predict_step(self, batch, batch_idx: int = 0, dataloader_idx: int = 0) -> torch.Tensor:
-        "Class probabilities (B, num_classes) for a batch dict, an (images, ...) tuple or an image tensor."
+        "Class probabilities (B, num_classes) of a batch dict, an (images, ...) tuple or a tensor."
         return self(_images_of(batch)).float().softmax(-1)
 
-    # -- freezing, compiling ---------------------------------------------------------------------------
+    # -- freezing, compiling -------------------------------------------------------------------
     def _set_backbone_frozen(self, frozen: bool) -> None:
         heads = self.backbone.get_classifier()
-        heads = heads if isinstance(heads, (tuple, list)) else (heads,)  # distilled ViTs have two heads
+        heads = heads if isinstance(heads, (tuple, list)) else (heads,)  # distilled ViTs: two heads
         head_params = {id(p) for h in heads for p in h.parameters()}
         for p in self.backbone.parameters(): p.requires_grad_(not frozen or id(p) in head_params)
         self.backbone.train(not frozen)  # frozen: batch-norm statistics of the body stay put too
@@ -353,20 +389,20 @@ class ImageClassifier(pl.LightningModule):
         if self.hparams.freeze_backbone_epochs:
             self._set_backbone_frozen(self.current_epoch < self.hparams.freeze_backbone_epochs)
 
-    # -- checkpoints: the random state travels with them (exact resume) --------------------------------
+    # -- checkpoints: the random state travels with them (exact resume) ------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        "Store the global random states under `RNG_STATES_KEY`, so that a resumed run continues the same random stream."
+        "Store the global random states under `RNG_STATES_KEY`: a resumed run continues the stream."
         checkpoint[RNG_STATES_KEY] = capture_rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        "When a Trainer resumes fitting from `checkpoint`, restore its random states (before the first loader exists)."
+        "When a Trainer resumes fitting, restore the random states (before any loader exists)."
         trainer = self._trainer
-        if trainer is None or trainer.state.fn != TrainerFn.FITTING: return  # load_from_checkpoint, validate, test
+        if trainer is None or trainer.state.fn != TrainerFn.FITTING: return  # load, validate, test
         states = checkpoint.get(RNG_STATES_KEY)
         if states is None:
-            rank_zero_warn(f"the checkpoint holds no random state ('{RNG_STATES_KEY}'; written by an older version): training "
-                           "resumes, but random augmentation and shuffling do not continue the interrupted run's stream, so "
-                           "the result is not bit-identical to an uninterrupted run")
+            rank_zero_warn(f"the checkpoint holds no random state ('{RNG_STATES_KEY}'; an older "
+                           "version wrote it): training resumes, but augmentation and shuffling "
+                           "differ from the interrupted run's, so the result is not bit-identical")
             return
         restore_rng_states(states)
 
@@ -379,12 +415,13 @@ class ImageClassifier(pl.LightningModule):
         "Drop the compiled backbone: the eager module is what gets saved and exported."
         self.__dict__.pop("_compiled_backbone", None)
 
-    # -- optimisation ----------------------------------------------------------------------------------
+    # -- optimisation --------------------------------------------------------------------------
     def _schedule_steps(self) -> tuple[int, int]:
         trainer = self.trainer
         total = trainer.estimated_stepping_batches
         if not math.isfinite(total) or total <= 0:
-            raise ConfigError("the learning-rate schedule needs a finite run: set trainer.max_epochs or trainer.max_steps")
+            raise ConfigError("the learning-rate schedule needs a finite run: set "
+                              "trainer.max_epochs or trainer.max_steps")
         batches = trainer.num_training_batches
         per_epoch = (math.ceil(batches / trainer.accumulate_grad_batches) if math.isfinite(batches)
                      else total / max(1, trainer.max_epochs or 1))
@@ -392,15 +429,18 @@ class ImageClassifier(pl.LightningModule):
         return warmup, int(total)
 
     def configure_optimizers(self):
-        "AdamW or SGD on the weight-decay groups, with the warm-up + cosine schedule stepped per optimiser step."
+        "AdamW or SGD on the weight-decay groups; a warm-up + cosine schedule, stepped per step."
         h = self.hparams
-        no_decay = [f"backbone.{n}" for n in getattr(self.backbone, "no_weight_decay", lambda: ())()]
+        no_decay = [f"backbone.{n}" for n in getattr(self.backbone, "no_weight_decay", tuple)()]
         groups = weight_decay_param_groups(self, h.weight_decay, no_decay)
         if h.optimizer == "adamw":
             opt = torch.optim.AdamW(groups, lr=h.lr)
         else:
             opt = torch.optim.SGD(groups, lr=h.lr, momentum=h.momentum, nesterov=h.momentum > 0)
         warmup, total = self._schedule_steps()
-        factor = functools.partial(warmup_cosine_factor, warmup_steps=warmup, total_steps=total, min_lr_ratio=h.min_lr_ratio)
+        factor = functools.partial(warmup_cosine_factor, warmup_steps=warmup, total_steps=total,
+                                   min_lr_ratio=h.min_lr_ratio)
         scheduler = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+        return {"optimizer": opt,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+

@@ -21,9 +21,10 @@ import onnxruntime as ort
 from PIL import Image
 
 from . import __version__
-from .core import (ClassifierTrainingError, ConfigError, ImageReadError, PreprocessingConfig,
-                                      atomic_write_json, atomic_writer, error_summary,
-                                      is_image_path, load_image_rgb, natural_sort_key, to_rgb)
+from .core import (IMAGE_EXTENSIONS, ClassifierTrainingError, ConfigError,
+                                      ImageReadError, PreprocessingConfig, atomic_write_json,
+                                      atomic_writer, error_summary, is_image_path, load_image_rgb,
+                                      natural_sort_key, to_rgb)
 
 # %% auto #0
 __all__ = ['REQUIRED_METADATA', 'ModelFileError', 'read_model_metadata', 'resize_and_crop', 'normalize_array', 'preprocess_image',
@@ -38,7 +39,7 @@ REQUIRED_METADATA = ("classifier_training_version", "class_names", "preprocessin
                      "input_dtype", "output_kind")
 
 # %% ../nbs/31_predict.ipynb #d65f1b52
-def read_model_metadata(model_path: str | os.PathLike, # an ONNX file written by classifier_training.export
+def read_model_metadata(model_path: str | os.PathLike, # an ONNX file written by the export module
                        ) -> tuple[ort.InferenceSession, dict[str, str]]:
     "Open `model_path` with onnxruntime (CPU) and return the session and its metadata, checked."
     session = _open_session(model_path)
@@ -48,13 +49,16 @@ def read_model_metadata(model_path: str | os.PathLike, # an ONNX file written by
 
 def _open_session(model_path, providers=None, intra_op_num_threads=None) -> ort.InferenceSession:
     path = Path(model_path)
-    if not path.exists(): raise ModelFileError(f"{path}: no such file; give the model.onnx written by classifier-export")
-    if not path.is_file(): raise ModelFileError(f"{path} is a folder; give the model.onnx file inside it")
+    if not path.exists():
+        raise ModelFileError(f"{path}: no such file; give the model.onnx of classifier-export")
+    if not path.is_file():
+        raise ModelFileError(f"{path} is a folder; give the model.onnx file inside it")
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if intra_op_num_threads: options.intra_op_num_threads = int(intra_op_num_threads)
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=list(providers or ["CPUExecutionProvider"]))
+        return ort.InferenceSession(str(path), sess_options=options,
+                                    providers=list(providers or ["CPUExecutionProvider"]))
     except Exception as e:
         detail = error_summary(e, 200)
         raise ModelFileError(f"{path} is not a readable ONNX model (onnxruntime: {detail}); "
@@ -63,12 +67,14 @@ def _open_session(model_path, providers=None, intra_op_num_threads=None) -> ort.
 def _check_metadata(model_path, meta: dict) -> None:
     missing = [k for k in REQUIRED_METADATA if k not in meta]
     if missing:
-        raise ModelFileError(f"{model_path} has no classifier_training metadata (missing {', '.join(missing)}); "
-                             "export the checkpoint with classifier-export, which writes class names and preprocessing into the model")
-    if meta["input_layout"] not in ("NCHW", "NHWC") or meta["input_dtype"] not in ("float32", "uint8") \
-            or meta["output_kind"] not in ("logits", "probabilities"):
+        raise ModelFileError(f"{model_path} has no classifier_training metadata (missing "
+                             f"{', '.join(missing)}); export the checkpoint with "
+                             "classifier-export, which writes the class names and preprocessing")
+    kinds = (meta["input_layout"], meta["input_dtype"], meta["output_kind"])
+    allowed = (("NCHW", "NHWC"), ("float32", "uint8"), ("logits", "probabilities"))
+    if any(k not in a for k, a in zip(kinds, allowed)):
         raise ModelFileError(f"{model_path}: unsupported input/output description "
-                             f"({meta['input_layout']}, {meta['input_dtype']}, {meta['output_kind']}); re-export it with classifier-export")
+                             f"({', '.join(kinds)}); re-export it with classifier-export")
 
 _ORT_TYPES = {"float32": "tensor(float)", "uint8": "tensor(uint8)"}
 
@@ -104,13 +110,14 @@ _RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Im
 def resize_and_crop(image: Image.Image, # RGB image
                     pre: PreprocessingConfig, # the model's preprocessing
                    ) -> Image.Image:
-    "Resize the shorter side to `pre.resize_size`, then centre crop `pre.image_size` (torchvision's arithmetic)."
+    "Resize the shorter side to `pre.resize_size`, centre crop `pre.image_size` (as torchvision)."
     w, h = image.size
     size = pre.resize_size
     short, long = (w, h) if w <= h else (h, w)
     new_short, new_long = size, int(size * long / short)
     new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
-    if (new_w, new_h) != (w, h): image = image.resize((new_w, new_h), resample=_RESAMPLE[pre.interpolation])
+    if (new_w, new_h) != (w, h):
+        image = image.resize((new_w, new_h), resample=_RESAMPLE[pre.interpolation])
     s = pre.image_size
     if s > new_w or s > new_h:  # pad with zeros like torchvision's CenterCrop
         padded = Image.new(image.mode, (max(s, new_w), max(s, new_h)))
@@ -122,7 +129,7 @@ def resize_and_crop(image: Image.Image, # RGB image
 def normalize_array(pixels: np.ndarray, # (..., H, W, 3) uint8 RGB
                     pre: PreprocessingConfig, # the model's preprocessing
                    ) -> np.ndarray:
-    "uint8 HWC pixels -> float32 CHW model input: scale to `value_range`, subtract mean, divide by std."
+    "uint8 HWC pixels -> float32 CHW input: scale to `value_range`, subtract mean, divide by std."
     x = pixels.astype(np.float32) * np.float32(1 / 255)
     lo, hi = pre.value_range
     if (lo, hi) != (0.0, 1.0): x = x * np.float32(hi - lo) + np.float32(lo)
@@ -162,11 +169,11 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 class OnnxClassifier:
-    "Run an exported classifier with onnxruntime; preprocessing and class names come from the model's metadata."
+    "Run an exported classifier with onnxruntime; preprocessing and class names from its metadata."
     def __init__(self,
                  model_path: str | os.PathLike, # model.onnx written by classifier_training.export
-                 providers: Sequence[str] | None = None, # onnxruntime execution providers; default CPU
-                 intra_op_num_threads: int | None = None, # onnxruntime threads; default: onnxruntime's choice
+                 providers: Sequence[str] | None = None, # onnxruntime providers; None: the CPU
+                 intra_op_num_threads: int | None = None, # onnxruntime threads; None: its choice
                 ):
         self.model_path = Path(model_path)
         self.session = _open_session(model_path, providers, intra_op_num_threads)
@@ -176,24 +183,27 @@ class OnnxClassifier:
             names = json.loads(self.metadata["class_names"])
             if not isinstance(names, list) or not names:
                 raise ValueError(f"class_names is {names!r}, not a list of names")
-            self.class_names = [str(n) for n in names]
-            self.preprocessing = PreprocessingConfig.from_dict(json.loads(self.metadata["preprocessing"]))
+            names = [str(n) for n in names]
+            pre = PreprocessingConfig.from_dict(json.loads(self.metadata["preprocessing"]))
         except (ValueError, TypeError, ConfigError) as e:
             raise ModelFileError(f"{model_path}: its class_names/preprocessing metadata cannot be "
                                  f"read ({error_summary(e)}); re-export it") from None
-        _check_against_graph(model_path, self.session, self.metadata, self.class_names,
-                             self.preprocessing.image_size)
-        self.input_layout, self.input_dtype = self.metadata["input_layout"], self.metadata["input_dtype"]
-        self.output_kind = self.metadata["output_kind"]
+        self.class_names, self.preprocessing = names, pre
+        _check_against_graph(model_path, self.session, self.metadata, names, pre.image_size)
+        meta = self.metadata
+        self.input_layout, self.input_dtype = meta["input_layout"], meta["input_dtype"]
+        self.output_kind = meta["output_kind"]
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
 
     def __repr__(self):
         p = self.preprocessing
-        return (f"OnnxClassifier({self.model_path.name}: {len(self.class_names)} classes, input {self.input_dtype} "
-                f"{self.input_layout} {p.image_size}px, resize {p.resize_size} {p.interpolation}, output {self.output_kind})")
+        return (f"OnnxClassifier({self.model_path.name}: {len(self.class_names)} classes, input "
+                f"{self.input_dtype} {self.input_layout} {p.image_size}px, resize {p.resize_size} "
+                f"{p.interpolation}, output {self.output_kind})")
 
-    def preprocess(self, image: Image.Image | str | os.PathLike, # an RGB Pillow image or an image file
+    def preprocess(self,
+                   image: Image.Image | str | os.PathLike, # an RGB Pillow image or an image file
                   ) -> np.ndarray:
         "One model input (no batch axis) in the layout and dtype the model expects."
         if not isinstance(image, Image.Image): image = load_image_rgb(image)
@@ -202,7 +212,8 @@ class OnnxClassifier:
         if self.input_dtype == "float32":
             x = normalize_array(crop, self.preprocessing)  # 3, H, W
             return x if self.input_layout == "NCHW" else np.ascontiguousarray(x.transpose(1, 2, 0))
-        return crop if self.input_layout == "NHWC" else np.ascontiguousarray(crop.transpose(2, 0, 1))
+        if self.input_layout == "NHWC": return crop
+        return np.ascontiguousarray(crop.transpose(2, 0, 1))
 
     def predict_batch(self, batch: np.ndarray, # stacked outputs of `preprocess`
                      ) -> np.ndarray:
@@ -219,35 +230,41 @@ class OnnxClassifier:
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         return order, np.take_along_axis(probs, order, axis=1)
 
-    def iter_predict(self, images: Iterable[Image.Image | str | os.PathLike], # files or RGB Pillow images
+    def iter_predict(self,
+                     images: Iterable[Image.Image | str | os.PathLike], # files or RGB Pillow images
                      batch_size: int = 32, # images per onnxruntime call
                      top_k: int = 5, # classes kept per image
                     ) -> Iterator[Prediction | SkippedImage]:
-        "Yield a `Prediction` per readable image and a `SkippedImage` per unreadable file, in input order."
+        "A `Prediction` per readable image, a `SkippedImage` per unreadable file, in input order."
         pending: list = []  # (path or None, array) for readable images, SkippedImage otherwise
         def flush():
             ready = [p for p in pending if not isinstance(p, SkippedImage)]
             if ready:
                 probs = self.predict_batch(np.stack([a for _, a in ready]))
                 order, top = self._top_k(probs, top_k)
-                results = iter(Prediction(path, [self.class_names[i] for i in idx], [int(i) for i in idx], [float(v) for v in val])
+                results = iter(Prediction(path, [self.class_names[i] for i in idx],
+                                          [int(i) for i in idx], [float(v) for v in val])
                                for (path, _), idx, val in zip(ready, order, top))
             for p in pending: yield p if isinstance(p, SkippedImage) else next(results)
             pending.clear()
         for item in images:
             path = None if isinstance(item, Image.Image) else str(item)
             try: pending.append((path, self.preprocess(item)))
-            except ImageReadError as e: pending.append(SkippedImage(str(e.path), e.reason, e.detail))
-            if sum(not isinstance(p, SkippedImage) for p in pending) >= batch_size: yield from flush()
+            except ImageReadError as e:
+                pending.append(SkippedImage(str(e.path), e.reason, e.detail))
+            if sum(not isinstance(p, SkippedImage) for p in pending) >= batch_size:
+                yield from flush()
         yield from flush()
 
-    def predict(self, images: Iterable[Image.Image | str | os.PathLike], # files or RGB Pillow images
+    def predict(self,
+                images: Iterable[Image.Image | str | os.PathLike], # files or RGB Pillow images
                 batch_size: int = 32, # images per onnxruntime call
                 top_k: int = 5, # classes kept per image
                ) -> tuple[list[Prediction], list[SkippedImage]]:
         "Predictions for every readable image, and the files that were skipped."
         out = list(self.iter_predict(images, batch_size, top_k))
-        return [p for p in out if isinstance(p, Prediction)], [p for p in out if isinstance(p, SkippedImage)]
+        skipped = [p for p in out if isinstance(p, SkippedImage)]
+        return [p for p in out if isinstance(p, Prediction)], skipped
 
 # %% ../nbs/31_predict.ipynb #8aaca054
 def collect_image_paths(paths: Sequence[str | os.PathLike], # files and folders
@@ -256,18 +273,23 @@ def collect_image_paths(paths: Sequence[str | os.PathLike], # files and folders
     out = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = [f for f in p.rglob("*") if f.is_file() and is_image_path(f) and not f.name.startswith(".")]
+            found = [f for f in p.rglob("*")
+                     if f.is_file() and is_image_path(f) and not f.name.startswith(".")]
             out.extend(sorted(found, key=lambda f: natural_sort_key(str(f.relative_to(p)))))
         else: out.append(p)  # a missing or unreadable file is reported when it is decoded
     return out
 
-def _write_predictions(path: Path, preds: list[Prediction], skipped: list[SkippedImage], top_k: int) -> None:
+def _write_predictions(path: Path, preds: list[Prediction], skipped: list[SkippedImage],
+                       top_k: int) -> None:
     if path.suffix.lower() == ".json":
-        atomic_write_json(path, {"predictions": [{"path": p.path, "predictions": [
-            {"label": l, "index": i, "probability": v} for l, i, v in zip(p.labels, p.indices, p.probabilities)]} for p in preds],
-            "skipped": [dataclasses.asdict(s) for s in skipped]})
+        ranked = lambda p: [{"label": l, "index": i, "probability": v}
+                            for l, i, v in zip(p.labels, p.indices, p.probabilities)]
+        atomic_write_json(path, {"predictions": [{"path": p.path, "predictions": ranked(p)}
+                                                 for p in preds],
+                                 "skipped": [dataclasses.asdict(s) for s in skipped]})
         return
-    header = ["path", "label", "probability"] + [f"top{r}_{c}" for r in range(2, top_k + 1) for c in ("label", "probability")]
+    header = ["path", "label", "probability"] + [f"top{r}_{c}" for r in range(2, top_k + 1)
+                                                 for c in ("label", "probability")]
     with atomic_writer(path, "w") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(header)
@@ -304,12 +326,14 @@ def _save_predictions(out: Path, preds: list[Prediction], skipped: list[SkippedI
                                       ) from None
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="classifier-predict", description="Classify images with an exported model.onnx (no torch needed).")
-    ap.add_argument("model", help="model.onnx written by classifier-export or the ONNXExportCallback")
+    ap = argparse.ArgumentParser(prog="classifier-predict", description="Classify images with an "
+                                 "exported model.onnx (no torch needed).")
+    ap.add_argument("model", help="model.onnx written by classifier-export or ONNXExportCallback")
     ap.add_argument("paths", nargs="+", help="image files and/or folders (searched recursively)")
     ap.add_argument("--top-k", type=int, default=1, help="classes to report per image (default 1)")
     ap.add_argument("--out", help="also write predictions to this .csv or .json file")
-    ap.add_argument("--batch-size", type=int, default=32, help="images per onnxruntime call (default 32)")
+    ap.add_argument("--batch-size", type=int, default=32,
+                    help="images per onnxruntime call (default 32)")
     ap.add_argument("--version", action="version", version=f"classifier_training {__version__}")
     return ap
 
@@ -320,26 +344,30 @@ def main(argv: Sequence[str] | None = None, # arguments; default sys.argv[1:]
     args = ap.parse_args(argv)
     if args.top_k < 1: ap.error("--top-k must be at least 1")
     if args.batch_size < 1: ap.error("--batch-size must be at least 1")
-    if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"): ap.error(f"--out {args.out}: use a .csv or .json file name")
+    if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):
+        ap.error(f"--out {args.out}: use a .csv or .json file name")
     try:
         if args.out: _check_writable(Path(args.out))
         clf = OnnxClassifier(args.model)
         files = collect_image_paths(args.paths)
         if not files:
             raise ClassifierTrainingError(f"no image files found in {', '.join(args.paths)} "
-                                          f"(extensions: .jpg .jpeg .png .bmp .gif .webp .tif .tiff)")
+                                          f"(extensions: {' '.join(sorted(IMAGE_EXTENSIONS))})")
         preds, skipped = [], []
         for r in clf.iter_predict(files, batch_size=args.batch_size, top_k=args.top_k):
             if isinstance(r, SkippedImage):
                 skipped.append(r)
-                print(f"skipped {r.path}: {r.reason.replace('_', ' ')} ({r.detail})", file=sys.stderr)
+                why = r.reason.replace("_", " ")
+                print(f"skipped {r.path}: {why} ({r.detail})", file=sys.stderr)
             else:
                 preds.append(r)
-                print("\t".join([r.path] + [f"{l} {v:.4f}" for l, v in zip(r.labels, r.probabilities)]))
+                print("\t".join([r.path] + [f"{l} {v:.4f}" for l, v in zip(r.labels,
+                                                                           r.probabilities)]))
         if args.out:
             _save_predictions(Path(args.out), preds, skipped, min(args.top_k, len(clf.class_names)))
     except ClassifierTrainingError as e:
         print(f"classifier-predict: error: {e}", file=sys.stderr)
         return 2
-    print(f"{len(preds)} image(s) predicted, {len(skipped)} skipped" + (f"; wrote {args.out}" if args.out else ""), file=sys.stderr)
+    wrote = f"; wrote {args.out}" if args.out else ""
+    print(f"{len(preds)} image(s) predicted, {len(skipped)} skipped{wrote}", file=sys.stderr)
     return 0 if preds else 1
