@@ -14,7 +14,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 CHROMIUM_FIX := apt-get install -y chromium
 
-.PHONY: install install-dev train test test-fast test-slow check-sync nbtest pytest docs lab bench \
+.PHONY: install install-dev train test test-fast test-slow check-sync nbtest pytest docs outputs lab bench \
 	browser clean-run-outputs
 
 $(STAMP): settings.ini setup.py constraints.txt
@@ -73,6 +73,9 @@ test-slow: install-dev ## the slow notebook cells and slow pytest tests
 
 docs: install-dev ## offline docs site in _docs/ (nbdev + smalldocs; the hosted site uses Quarto)
 	$(PY) tools/build_docs.py
+
+outputs: install-dev ## execute every notebook in place and keep its small outputs (commit them)
+	OMP_NUM_THREADS=1 $(PY) tools/build_docs.py --execute-in-place
 
 lab: install-dev ## JupyterLab on the project (prints the token URL)
 	$(BIN)/jupyter lab --notebook-dir=nbs --no-browser --ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root,)

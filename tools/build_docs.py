@@ -11,8 +11,9 @@ The notebooks are stored without outputs, so by default a copy of nbs/ is execut
 except those carrying a test flag from settings.ini (`slow`, `notest`) or `#| eval: false`, the way
 `nbdev_test` runs them, one fresh interpreter per notebook. The pages then show the demos' tables and
 figures; the notebooks in nbs/ are not touched. `--no-execute` skips that (code only, much faster).
-`--execute-in-place` only executes the notebooks in nbs/ themselves and stops: for the hosted build on
-a CI runner, before `nbdev_docs`, so that the Quarto site shows the same outputs (never commit them).
+`--execute-in-place` only executes the notebooks in nbs/ themselves, keeps the outputs that teach (see
+`keep_small_outputs`) and stops: `make outputs` runs it so that the committed notebooks show their
+demos on GitHub, and the hosted build runs it on a CI runner before `nbdev_docs`.
 
     python tools/build_docs.py [--no-execute] [--workers N]
     python tools/build_docs.py --execute-in-place
@@ -57,8 +58,29 @@ def _execute_notebook(fn: str, skip_flags: tuple[str, ...]) -> tuple[str, float,
         return path.name, time.time() - start, shell.prettytb(fname=path)
     finally:
         os.chdir(old)
+    keep_small_outputs(nb)
     write_nb(nb, path)
     return path.name, time.time() - start, None
+
+
+MAX_TEXT_LINES = 30  # a longer printout is a log, not a demo result
+MAX_OUTPUT_BYTES = 200_000  # one output (a PNG as base64, an HTML table) larger than this is left out
+
+
+def keep_small_outputs(nb) -> None:
+    "Drop what does not teach: outputs of hidden cells, stderr (warnings, progress bars), long logs, huge images."
+    from nbdev.process import extract_directives
+    for cell in nb.cells:
+        if cell.cell_type != "code": continue
+        hidden = "hide" in extract_directives(cell, remove=False)
+        kept = []
+        for out in [] if hidden else cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                text = "".join(out.get("text", ""))
+                if out.get("name") == "stderr" or text.count("\n") > MAX_TEXT_LINES: continue
+            elif len(json.dumps(out.get("data", {}))) > MAX_OUTPUT_BYTES: continue
+            kept.append(out)
+        cell["outputs"] = kept
 
 
 def execute_notebooks(folder: Path, skip_flags: tuple[str, ...], workers: int) -> None:
