@@ -32,7 +32,8 @@ from torchvision.transforms import v2
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import Figure, append_results, machine, time_interleaved, time_it  # noqa: E402
 
-from classifier_training.data.datasets import ImageClassificationDataset, SampleRecord  # noqa: E402
+from classifier_training.data.datasets import ImageClassificationDataset  # noqa: E402
+from classifier_training.data.records import SampleRecord  # noqa: E402
 from classifier_training.data.transforms import build_train_transform, preprocessing_for_backbone  # noqa: E402
 
 SIZES = ((320, 240), (500, 375), (640, 427), (1280, 853), (2000, 1333))  # (width, height)

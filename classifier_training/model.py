@@ -10,11 +10,9 @@ import fnmatch
 import functools
 import math
 import os
-import random
 from typing import Any, Sequence
 
 import lightning.pytorch as pl
-import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
@@ -28,11 +26,11 @@ from torchvision.transforms import v2
 from .core import (ClassifierTrainingError, ConfigError, PreprocessingConfig,
                                       error_summary)
 from .data.transforms import preprocessing_for_backbone
+from .random_state import RNG_STATES_KEY, capture_rng_states, restore_rng_states
 
 # %% auto #0
-__all__ = ['LOSSES', 'OPTIMIZERS', 'RNG_STATES_KEY', 'build_backbone', 'focal_loss', 'warmup_cosine_factor',
-           'weight_decay_param_groups', 'NonFiniteLossError', 'capture_rng_states', 'restore_rng_states',
-           'ImageClassifier']
+__all__ = ['LOSSES', 'OPTIMIZERS', 'build_backbone', 'focal_loss', 'warmup_cosine_factor', 'weight_decay_param_groups',
+           'NonFiniteLossError', 'ImageClassifier']
 
 # %% ../nbs/10_model.ipynb #76bebe71
 def _check_timm_name(name: str) -> None:
@@ -129,38 +127,6 @@ LOSSES = ("cross_entropy", "focal")
 
 # %% ../nbs/10_model.ipynb #8177ed7c
 OPTIMIZERS = ("adamw", "sgd")
-
-# %% ../nbs/10_model.ipynb #cbc913a5
-RNG_STATES_KEY = "rng_states"
-
-def capture_rng_states() -> dict:
-    "The global random states of Python, numpy and torch (CUDA when initialised), checkpoint-safe."
-    version, internal, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    keys = torch.from_numpy(np.asarray(keys, dtype=np.int64))
-    states = {"python": [int(version), [int(v) for v in internal], gauss],
-              "numpy": {"name": str(name), "keys": keys, "pos": int(pos),
-                        "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-              "torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-def restore_rng_states(states: dict, # what capture_rng_states returned (e.g. from a checkpoint)
-                      ) -> None:
-    "Set the global random states of Python, numpy, torch and CUDA (when saved for as many GPUs)."
-    version, internal, gauss = states["python"]
-    random.setstate((int(version), tuple(int(v) for v in internal), gauss))
-    n = states["numpy"]
-    np.random.set_state((n["name"], n["keys"].cpu().numpy().astype(np.uint32), int(n["pos"]),
-                         int(n["has_gauss"]), float(n["cached_gaussian"])))
-    torch.set_rng_state(states["torch"].cpu())
-    cuda = states.get("cuda")
-    if cuda is not None and torch.cuda.is_available():
-        if len(cuda) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
-        else: rank_zero_warn(f"the checkpoint holds the CUDA random state of {len(cuda)} GPU(s) "
-                             f"but this machine has {torch.cuda.device_count()}; not restored")
 
 # %% ../nbs/10_model.ipynb #7cb8c9d8
 def _eval_metrics(num_classes: int, prefix: str) -> MetricCollection:

@@ -5,29 +5,27 @@
 # %% ../../nbs/02_data.datasets.ipynb #85772460
 from __future__ import annotations
 
-import codecs
-import csv
 import dataclasses
 import enum
-import io
-import json
 import os
 import random
-import stat
-import unicodedata
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Callable
 
 from PIL import Image
 from torch.utils.data import Dataset
 
 from ..core import (ConfigError, DatasetError, ImageReadError, error_summary,
                                       is_image_path, load_image_rgb, natural_sort_key, to_rgb)
+from .records import (SampleRecord, find_jsonl_files, has_jsonl,
+                                              list_folder, read_csv_annotations,
+                                              read_jsonl_annotations, refuse_label_conflicts,
+                                              relative_path, scan_class_folders, split_images)
 
 # %% auto #0
-__all__ = ['SPLITS', 'FORMAT_DESCRIPTIONS', 'DatasetFormat', 'DatasetWarning', 'SampleRecord', 'DatasetIndex', 'scan_dataset',
+__all__ = ['SPLITS', 'FORMAT_DESCRIPTIONS', 'DatasetFormat', 'DatasetWarning', 'DatasetIndex', 'scan_dataset',
            'ImageClassificationDataset']
 
 # %% ../../nbs/02_data.datasets.ipynb #bee01a70
@@ -51,12 +49,6 @@ FORMAT_DESCRIPTIONS = {
 # %% ../../nbs/02_data.datasets.ipynb #d950ed9e
 class DatasetWarning(UserWarning):
     "Something in the dataset was excluded or looks wrong; training goes on."
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class SampleRecord:
-    "One image file and its class name."
-    path: Path  # absolute path of the image file
-    label: str  # class name
 
 # %% ../../nbs/02_data.datasets.ipynb #39b82a81
 @dataclasses.dataclass
@@ -100,7 +92,7 @@ class DatasetIndex:
 
     def relative(self, path: str | os.PathLike) -> str:
         "`path` relative to the dataset root, with forward slashes (as given when outside it)."
-        return _rel(Path(path), self.root)
+        return relative_path(Path(path), self.root)
 
     def describe(self) -> str:
         "One line: root, detected format, classes and images per split."
@@ -120,11 +112,11 @@ class DatasetIndex:
              "unknown_labels": self.unknown_labels, "split_seed": self.split_seed,
              "val_fraction": self.val_fraction, "test_fraction": self.test_fraction,
              "derived_splits": list(self.derived_splits), "empty_classes": list(self.empty_classes),
-             "ignored_files": [_rel(p, self.root) for p in self.ignored_files],
+             "ignored_files": [relative_path(p, self.root) for p in self.ignored_files],
              "sources": self.sources}
         if include_files:
-            d["files"] = {s: [[_rel(r.path, self.root), r.label] for r in self.splits.get(s, [])]
-                          for s in SPLITS}
+            d["files"] = {s: [[relative_path(r.path, self.root), r.label]
+                              for r in self.splits.get(s, [])] for s in SPLITS}
         return d
 
     @classmethod
@@ -147,70 +139,10 @@ class DatasetIndex:
                    ignored_files=[root / p for p in d.get("ignored_files", [])],
                    sources=d.get("sources", {}))
 
-def _rel(path: Path, root: Path) -> str:
-    try: return Path(path).relative_to(root).as_posix()
-    except ValueError: return str(path)
-
-# %% ../../nbs/02_data.datasets.ipynb #863e76aa
-def _is_hidden(name: str) -> bool:
-    return name.startswith(".") or name in ("__MACOSX", "lost+found")
-
-def _list_folder(folder: str | os.PathLike) -> list[os.DirEntry]:
-    "The entries of `folder`; a folder that cannot be listed is a DatasetError naming it."
-    try:
-        with os.scandir(folder) as it: return list(it)
-    except OSError as e:
-        why = e.strerror or error_summary(e)
-        raise DatasetError(f"the folder '{folder}' cannot be read ({why}), so its images cannot be "
-                           "listed; give the user running training read access to it (e.g. "
-                           f"chmod -R u+rX '{folder}') or move it out of data.root") from None
-
-def _is_dir(entry: os.DirEntry) -> bool:
-    try: return entry.is_dir(follow_symlinks=True)
-    except OSError: return False
-
-def _walk_files(folder: Path, visited: set[str] | None = None) -> Iterable[Path]:
-    "All files under `folder` (links followed, each real folder entered once), sorted by name."
-    visited = set() if visited is None else visited
-    real = os.path.realpath(folder)
-    if real in visited: return
-    visited.add(real)
-    entries = sorted(_list_folder(folder), key=lambda e: natural_sort_key(e.name))
-    dirs = []
-    for e in entries:
-        if _is_dir(e):
-            if not _is_hidden(e.name): dirs.append(Path(e.path))
-        else: yield Path(e.path)
-    for d in dirs: yield from _walk_files(d, visited)
-
-def _has_jsonl(folder: Path) -> bool:
-    "True once a visible *.jsonl file turns up under `folder` (unsorted walk, links followed once)."
-    stack, visited = [folder], set()
-    while stack:
-        current = stack.pop()
-        real = os.path.realpath(current)
-        if real in visited: continue
-        visited.add(real)
-        for e in _list_folder(current):
-            if _is_hidden(e.name): continue
-            if _is_dir(e): stack.append(e.path)
-            elif e.name.lower().endswith(".jsonl"): return True
-    return False
-
-def _split_images(files: Iterable[Path]) -> tuple[list[Path], list[Path]]:
-    "Separate image files from ignored ones (no image extension, or hidden)."
-    images, ignored = [], []
-    for f in files: (images if is_image_path(f) and not _is_hidden(f.name) else ignored).append(f)
-    return images, ignored
-
-
 # %% ../../nbs/02_data.datasets.ipynb #842835b1
 _SPLIT_ALIASES = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
 _SPLIT_NAMES = ", ".join(n for names in _SPLIT_ALIASES.values() for n in names)
 _EXPECTED = "expected train/<class>/*.jpg, train/annotations.jsonl or train.csv"
-
-def _label(value: Any) -> str:
-    return unicodedata.normalize("NFC", str(value).strip())
 
 def _find_split(root: Path, split: str, suffix: str = "") -> Path | None:
     "The file or folder of `split` under root (val also as valid/validation), or None."
@@ -218,111 +150,6 @@ def _find_split(root: Path, split: str, suffix: str = "") -> Path | None:
         p = root / f"{name}{suffix}"
         if (p.is_file() if suffix else p.is_dir()): return p
     return None
-
-def _inside(root: Path, path: Path) -> bool:
-    "True when `path` (made absolute, '..' resolved lexically) lies under `root`."
-    return os.path.normpath(path).startswith(os.path.normpath(root) + os.sep)
-
-def _annotation_path(root: Path, base: Path, image: Any, where: str) -> Path:
-    if not isinstance(image, str) or not image.strip():
-        raise DatasetError(f"{where}: 'image' must be a non-empty path string, got {image!r}")
-    path = Path(os.path.normpath(base / image.strip()))
-    if not _inside(root, path):
-        raise DatasetError(f"{where}: image path {image!r} points outside the dataset root "
-                           f"'{root}'; annotation paths must stay inside data.root (no '../' "
-                           "escapes, no outside absolute paths)")
-    return path
-
-def _read_text(file: Path) -> str:
-    "An annotation file's text: a regular file in UTF-8 (BOM allowed); anything else: DatasetError."
-    try: fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a pipe must not block
-    except OSError as e:
-        why = e.strerror or error_summary(e)
-        raise DatasetError(f"{file}: cannot be opened ({why}); check its permissions") from None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise DatasetError(f"{file}: not a regular file (a pipe, device or socket), so it is "
-                               "not read; put the annotation file itself there")
-        data = f.read()
-    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
-    try: return data[bom:].decode("utf-8")
-    except UnicodeDecodeError as e:
-        at = bom + e.start
-        line = data.count(b"\n", 0, at) + 1
-        raise DatasetError(f"{file}, line {line}: the byte 0x{data[at]:02x} at byte offset {at} "
-                           f"is not valid UTF-8 ({e.reason}); annotation files must be UTF-8: save "
-                           "the file again as UTF-8 (spreadsheets: 'CSV UTF-8'; from Latin-1: "
-                           "iconv -f latin1 -t utf-8)") from None
-
-def _read_jsonl(root: Path, file: Path) -> list[tuple[SampleRecord, str]]:
-    "The records of a JSONL file, each with where it was read ('<file>, line <n>')."
-    records = []
-    for n, line in enumerate(io.StringIO(_read_text(file), newline=None), 1):
-        if not line.strip(): continue
-        where = f"{file}, line {n}"
-        try: obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DatasetError(f"{where}: not valid JSON ({e.msg}); each line must be an object "
-                               'like {"image": "images/a.jpg", "label": "cat"}') from None
-        if not isinstance(obj, dict) or "image" not in obj or not ({"label", "suffix"} & set(obj)):
-            got = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
-            raise DatasetError(f"{where}: each line needs the keys 'image' and 'label' (or "
-                               f"'suffix'); got {got}")
-        label = obj["label"] if "label" in obj else obj["suffix"]
-        if label is None or not str(label).strip():
-            raise DatasetError(f"{where}: empty label for image {obj['image']!r}")
-        path = _annotation_path(root, file.parent, obj["image"], where)
-        records.append((SampleRecord(path, _label(label)), where))
-    return records
-
-def _read_csv(root: Path, file: Path) -> list[tuple[SampleRecord, str]]:
-    "The records of a CSV file (columns image,label), each with where it was read."
-    records = []
-    reader = csv.DictReader(io.StringIO(_read_text(file), newline=""))
-    columns = [c.strip() for c in (reader.fieldnames or [])]
-    if not {"image", "label"} <= set(columns):
-        raise DatasetError(f"{file}: the header must name the columns 'image' and 'label'; "
-                           f"found {columns}")
-    reader.fieldnames = columns
-    for row in reader:
-        where = f"{file}, line {reader.line_num}"
-        if not any((v or "").strip() for v in row.values() if isinstance(v, str)): continue
-        if not (row.get("label") or "").strip():
-            raise DatasetError(f"{where}: empty label for image {row.get('image')!r}")
-        path = _annotation_path(root, file.parent, row.get("image"), where)
-        records.append((SampleRecord(path, _label(row["label"])), where))
-    return records
-
-def _refuse_label_conflicts(root: Path, records: list[tuple[SampleRecord, str]], limit: int = 10):
-    "An image that the annotations give two different labels is a DatasetError naming both lines."
-    first: dict[Path, tuple[str, str]] = {}
-    conflicts = []
-    for r, where in records:
-        label, seen_at = first.setdefault(r.path, (r.label, where))
-        if label != r.label:
-            image = _rel(r.path, root)
-            conflicts.append(f"  {image}: {label!r} ({seen_at}) and {r.label!r} ({where})")
-    if conflicts:
-        more = f"\n  ... and {len(conflicts) - limit} more" if len(conflicts) > limit else ""
-        raise DatasetError(f"data.root '{root}': {len(conflicts)} annotation line(s) give an image "
-                           "a second, different label; an image belongs to one class, so keep one "
-                           "label per image (fix or delete one of the lines):\n"
-                           + "\n".join(conflicts[:limit]) + more)
-
-def _scan_class_folders(folder: Path) -> tuple[dict[str, list[Path]], list[Path]]:
-    "Images per class subfolder (recursive), and the ignored files (stray top-level files too)."
-    per_class, ignored = {}, []
-    for entry in sorted(_list_folder(folder), key=lambda e: natural_sort_key(e.name)):
-        if _is_dir(entry):
-            if _is_hidden(entry.name): continue
-            # each class walk has its own memory (a link into another class folder must not hide
-            # that class), seeded with the split folder so that a link back up is never followed
-            images, other = _split_images(_walk_files(Path(entry.path), {os.path.realpath(folder)}))
-            per_class[_label(entry.name)] = per_class.get(_label(entry.name), []) + images
-            ignored += other
-        else: ignored.append(Path(entry.path))
-    return per_class, ignored
-
 
 # %% ../../nbs/02_data.datasets.ipynb #56637dc1
 def _stratified_split(records: list[SampleRecord], fractions: dict[str, float],
@@ -367,7 +194,7 @@ def _refuse_case_collisions(root: Path, class_names: list[str]) -> None:
 
 def _refuse_loose_train_images(folder: Path, per_class: dict[str, list[Path]], other: list[Path]):
     "A train/ folder with images directly inside and no class folder: most likely a class 'train'."
-    loose, _ = _split_images(other)
+    loose, _ = split_images(other)
     if loose and not any(per_class.values()):
         name = folder.name
         raise DatasetError(f"'{folder}' holds {len(loose)} image(s) directly but no class folder "
@@ -396,34 +223,32 @@ def scan_dataset(root: str | os.PathLike, # dataset root (data.root)
     sources: dict[str, list[str]] = {}
     train_folder_classes: list[str] = []
     annotated: list[tuple[SampleRecord, str]] = []  # annotation records, each with its line
-    _list_folder(root)  # an unreadable data.root is named as such, not taken for an empty one
+    list_folder(root)  # an unreadable data.root is named as such, not taken for an empty one
     if _find_split(root, "train", ".csv"):
         fmt = DatasetFormat.csv
         for split in SPLITS:
             if (f := _find_split(root, split, ".csv")):
-                annotated += (entries := _read_csv(root, f))
-                raw[split] = [r for r, _ in entries]; sources[split] = [_rel(f, root)]
-    elif (train_dir := _find_split(root, "train")) and _has_jsonl(train_dir):
+                annotated += (entries := read_csv_annotations(root, f))
+                raw[split] = [r for r, _ in entries]; sources[split] = [relative_path(f, root)]
+    elif (train_dir := _find_split(root, "train")) and has_jsonl(train_dir):
         fmt = DatasetFormat.jsonl
         for split in SPLITS:
             if not (folder := _find_split(root, split)): continue
-            files = [p for p in _walk_files(folder)
-                     if p.suffix.lower() == ".jsonl" and not _is_hidden(p.name)]
-            if not files: continue
-            annotated += (entries := [e for f in files for e in _read_jsonl(root, f)])
+            if not (files := find_jsonl_files(folder)): continue
+            annotated += (entries := [e for f in files for e in read_jsonl_annotations(root, f)])
             raw[split] = [r for r, _ in entries]
-            sources[split] = [_rel(f, root) for f in files]
+            sources[split] = [relative_path(f, root) for f in files]
     elif train_dir:
         fmt = DatasetFormat.folders
         for split in SPLITS:
             if not (folder := _find_split(root, split)): continue
-            per_class, other = _scan_class_folders(folder)
+            per_class, other = scan_class_folders(folder)
             if split == "train":
                 train_folder_classes = list(per_class)
                 _refuse_loose_train_images(folder, per_class, other)
             raw[split] = [SampleRecord(p, label) for label, paths in per_class.items()
                           for p in paths]
-            ignored += other; sources[split] = [_rel(folder, root) + "/"]
+            ignored += other; sources[split] = [relative_path(folder, root) + "/"]
     elif found := [p.name for s in ("val", "test") if (p := _find_split(root, s))]:
         raise DatasetError(f"data.root '{root}' has no train/ folder; {_EXPECTED}. It has "
                            f"{', '.join(found)}/, taken for a split because the folder names "
@@ -431,7 +256,7 @@ def scan_dataset(root: str | os.PathLike, # dataset root (data.root)
                            "your classes (class folders without splits), rename that folder, e.g. "
                            f"to '{found[0]}_class'")
     else:
-        per_class, other = _scan_class_folders(root)
+        per_class, other = scan_class_folders(root)
         if not any(per_class.values()):
             raise DatasetError(f"data.root '{root}' has no train/ folder and no class folders "
                                f"with images; {_EXPECTED}, or <class>/*.jpg to split automatically")
@@ -440,7 +265,7 @@ def scan_dataset(root: str | os.PathLike, # dataset root (data.root)
         raw["train"] = [SampleRecord(p, label) for label, paths in per_class.items() for p in paths]
         ignored += other; sources["train"] = ["./"]
 
-    _refuse_label_conflicts(root, annotated)
+    refuse_label_conflicts(root, annotated)
     class_names = sorted({r.label for r in raw.get("train", [])}, key=natural_sort_key)
     _refuse_case_collisions(root, class_names)
     empty = [c for c in train_folder_classes if c not in class_names]
