@@ -5,7 +5,6 @@
 # %% ../nbs/10_model.ipynb #ed82ff6e
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import functools
 import math
@@ -25,7 +24,8 @@ from torchvision.transforms import v2
 
 from .core import (ClassifierTrainingError, ConfigError, PreprocessingConfig,
                                       error_summary)
-from .data.transforms import preprocessing_for_backbone
+from .data.transforms import (DEFAULT_BACKBONE, check_timm_name,
+                                                 preprocessing_for_backbone)
 from .random_state import RNG_STATES_KEY, capture_rng_states, restore_rng_states
 
 # %% auto #0
@@ -33,12 +33,6 @@ __all__ = ['LOSSES', 'OPTIMIZERS', 'build_backbone', 'focal_loss', 'warmup_cosin
            'NonFiniteLossError', 'ImageClassifier']
 
 # %% ../nbs/10_model.ipynb #76bebe71
-def _check_timm_name(name: str) -> None:
-    if not timm.is_model(name):
-        close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
-        hint = f"did you mean {', '.join(close)}?" if close else "see timm.list_models('pattern*')"
-        raise ConfigError(f"model.backbone={name!r} is not a timm model; {hint}")
-
 def build_backbone(name: str, # timm model name, e.g. "resnet18" or "convnext_tiny.fb_in22k"
                    num_classes: int, # outputs of the new classifier head (the data's class count)
                    pretrained: bool | str = False, # True: ImageNet weights; a path: a local file
@@ -46,7 +40,7 @@ def build_backbone(name: str, # timm model name, e.g. "resnet18" or "convnext_ti
                    drop_path_rate: float | None = None, # stochastic depth; None: the model's
                   ) -> nn.Module:
     "A timm model with a fresh `num_classes`-way head, optionally starting from pretrained weights."
-    _check_timm_name(name)
+    check_timm_name(name)
     if int(num_classes) < 2:
         raise ConfigError(f"num_classes={num_classes!r}: a classifier needs at least 2 classes")
     kwargs: dict[str, Any] = dict(num_classes=int(num_classes), drop_rate=float(drop_rate))
@@ -163,7 +157,7 @@ class ImageClassifier(pl.LightningModule):
     def __init__(self,
                  num_classes: int, # classes in the data (sizes the head)
                  class_names: Sequence[str] | None = None, # in class-index order; None: "0", "1"...
-                 backbone: str = "resnet10t", # any timm model name
+                 backbone: str = DEFAULT_BACKBONE, # any timm model name
                  pretrained: bool | str = False, # ImageNet weights (hub) or a local weights file
                  drop_rate: float = 0.0, # dropout before the classifier
                  drop_path_rate: float | None = None, # stochastic depth; None: the model's default

@@ -30,7 +30,8 @@ from .check import DatasetReport, check_dataset
 from .datasets import (SPLITS, DatasetIndex, DatasetWarning,
                                                ImageClassificationDataset, scan_dataset)
 from .sample import default_cache_dir, materialize_sample
-from .transforms import (build_eval_transform, build_train_transform,
+from .transforms import (DEFAULT_BACKBONE, build_eval_transform,
+                                                 build_train_transform,
                                                  preprocessing_for_backbone)
 
 # %% auto #0
@@ -176,7 +177,7 @@ class ImageClassificationDataModule(pl.LightningDataModule):
                  class_weights: str = "none", # loss weights: 'none' or 'auto' (inverse frequency)
                  cache_images: bool = False, # keep decoded images in RAM (small datasets)
                  preprocessing: Mapping[str, Any] | None = None, # preprocessing overrides
-                 backbone: str = "resnet10t", # timm model whose data config gives the preprocessing
+                 backbone: str = DEFAULT_BACKBONE, # timm model whose data config sets preprocessing
                  train_transform: Mapping[str, Any] | None = None, # build_train_transform kwargs
                  pin_memory: bool | None = None, # pin when CUDA is available, unless False
                  persistent_workers: bool = False, # keep loader workers across epochs

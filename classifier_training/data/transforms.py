@@ -17,27 +17,36 @@ from torchvision.transforms.v2 import InterpolationMode
 from ..core import ConfigError, PreprocessingConfig
 
 # %% auto #0
-__all__ = ['AUTO_AUGMENT_POLICIES', 'preprocessing_for_backbone', 'EnsureRGB', 'ToNormalizedTensor', 'build_eval_transform',
-           'denormalize', 'RandomResizedCropPIL', 'ColorJitterPIL', 'build_train_transform']
+__all__ = ['DEFAULT_BACKBONE', 'AUTO_AUGMENT_POLICIES', 'check_timm_name', 'preprocessing_for_backbone', 'EnsureRGB',
+           'ToNormalizedTensor', 'build_eval_transform', 'denormalize', 'RandomResizedCropPIL', 'ColorJitterPIL',
+           'build_train_transform']
 
 # %% ../../nbs/04_data.transforms.ipynb #bee68988
 _TIMM_DEFAULT_SIZE = 224
+
+DEFAULT_BACKBONE = "resnet10t"  # the one default timm model of the data module and the classifier
+
+def check_timm_name(name: str, # a timm model name, optionally with a tag: "resnet18.a1_in1k"
+                   ) -> None:
+    "Raise a `ConfigError` with the closest timm names when `name` is not a timm model."
+    import timm
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
+        hint = (f"; did you mean {', '.join(close)}?" if close
+                else "; list names with timm.list_models('pattern*')")
+        raise ConfigError(f"model.backbone={name!r} is not a timm model{hint}")
 
 def _timm_data_config(backbone: str) -> dict:
     import timm
     from timm.data import resolve_data_config
     from timm.models import get_pretrained_cfg
-    if not timm.is_model(backbone):
-        close = difflib.get_close_matches(backbone, timm.list_models(), n=3, cutoff=0.6)
-        hint = (f"; did you mean {', '.join(close)}?" if close
-                else "; list names with timm.list_models('pattern*')")
-        raise ConfigError(f"model.backbone={backbone!r} is not a timm model{hint}")
+    check_timm_name(backbone)
     cfg = get_pretrained_cfg(backbone)
     if cfg is None:
         return resolve_data_config(args={"input_size": (3, _TIMM_DEFAULT_SIZE, _TIMM_DEFAULT_SIZE)})
     return resolve_data_config(pretrained_cfg=cfg.to_dict())
 
-def preprocessing_for_backbone(backbone: str = "resnet18", # timm name, e.g. 'resnet18.a1_in1k'
+def preprocessing_for_backbone(backbone: str = DEFAULT_BACKBONE, # timm name, e.g. 'resnet18.a1'
                                image_size: int | None = None, # model input side; None: backbone's
                                **overrides, # other PreprocessingConfig fields; None: ignored
                               ) -> PreprocessingConfig:
