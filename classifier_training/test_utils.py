@@ -32,22 +32,22 @@ TINY_CLASSES = ("Bag", "Sneaker", "Trouser")
 TINY_BACKBONE = "test_resnet"  # timm's 0.37 M-parameter test ResNet (batch norm, a `fc` head)
 TINY_IMAGE_SIZE = 32
 
-def tiny_dataset(dest: str | os.PathLike | None = None, # folder to create; None: a new temporary folder
+def tiny_dataset(dest: str | os.PathLike | None = None, # folder to create; None: a new temp folder
                  per_class: int = 4, # images per class and split
-                 format: str = "folders", # 'folders', 'jsonl', 'csv' or 'flat' (see write_sample_subset)
-                 classes: Sequence[str] | None = TINY_CLASSES, # sample class names to keep; None: all ten
+                 format: str = "folders", # 'folders', 'jsonl', 'csv' or 'flat'
+                 classes: Sequence[str] | None = TINY_CLASSES, # sample classes; None: all ten
                  splits: Sequence[str] = SAMPLE_SPLITS, # splits to write
                 ) -> Path:
-    "A few dozen real sample images in one of the supported dataset layouts; returns the dataset root."
+    "A few dozen real sample images in one of the dataset layouts; returns the dataset root."
     dest = Path(tempfile.mkdtemp(prefix="ct_tiny_")) / "data" if dest is None else Path(dest)
     return write_sample_subset(dest, per_class=per_class, splits=tuple(splits), format=format,
                                classes=tuple(classes) if classes is not None else None)
 
 # %% ../nbs/90_test_utils.ipynb #9b04ef42
-def tiny_datamodule(root: str | os.PathLike | None = None, # dataset folder; None: a new tiny_dataset()
+def tiny_datamodule(root: str | os.PathLike | None = None, # dataset folder; None: tiny_dataset()
                     **kwargs, # ImageClassificationDataModule arguments overriding the tiny defaults
                    ) -> ImageClassificationDataModule:
-    "The library's datamodule on a tiny dataset: 32 px, batch size 4, quiet, with its own cache folder."
+    "The library's datamodule on a tiny dataset: 32 px, batches of 4, quiet, its own cache folder."
     root = tiny_dataset() if root is None else Path(root)
     defaults = dict(image_size=TINY_IMAGE_SIZE, batch_size=4, backbone=TINY_BACKBONE, verbose=False,
                     cache_dir=Path(tempfile.mkdtemp(prefix="ct_tiny_cache_")))
@@ -63,19 +63,20 @@ def tiny_module(num_classes: int = 3, # classes of the head
     if kwargs.get("preprocessing") is None: defaults["image_size"] = TINY_IMAGE_SIZE
     return ImageClassifier(num_classes=num_classes, **{**defaults, **kwargs})
 
-def tiny_trainer(tmp_dir: str | os.PathLike, # default_root_dir: where callbacks and checkpoints write
+def tiny_trainer(tmp_dir: str | os.PathLike, # default_root_dir, where callbacks and checkpoints go
                  **kwargs, # Trainer arguments overriding the tiny defaults
                 ) -> pl.Trainer:
-    "A quiet CPU `Trainer`: one epoch, at most two batches per stage, no sanity check, logger or checkpoints."
+    "A quiet CPU `Trainer`: one epoch, at most two batches per stage, no logger or checkpoints."
     defaults = dict(default_root_dir=str(tmp_dir), accelerator="cpu", devices=1, max_epochs=1,
-                    limit_train_batches=2, limit_val_batches=2, limit_test_batches=2, limit_predict_batches=2,
-                    num_sanity_val_steps=0, log_every_n_steps=1, enable_progress_bar=False,
-                    enable_model_summary=False, logger=False, enable_checkpointing=False)
+                    limit_train_batches=2, limit_val_batches=2, limit_test_batches=2,
+                    limit_predict_batches=2, num_sanity_val_steps=0, log_every_n_steps=1,
+                    enable_progress_bar=False, enable_model_summary=False, logger=False,
+                    enable_checkpointing=False)
     return pl.Trainer(**{**defaults, **kwargs})
 
 # %% ../nbs/90_test_utils.ipynb #a2e02f5b
 class ForwardCounter:
-    "Context manager counting the forward calls of `module` (and the batch items they saw) while active."
+    "A context manager counting the forward calls of `module` and the batch items they saw."
     def __init__(self, module: nn.Module, # the module to watch, e.g. `model.backbone`
                 ):
         self.module, self.calls, self.items, self._handle = module, 0, 0, None
@@ -84,8 +85,8 @@ class ForwardCounter:
         def hook(module, args, output):
             self.calls += 1
             first = args[0] if args else None
-            self.items += int(first.shape[0]) if isinstance(first, torch.Tensor) and first.ndim > 0 else 0
-        return hook  # a closure, not a bound method: deep copies of the module report to this same counter
+            if isinstance(first, torch.Tensor) and first.ndim > 0: self.items += int(first.shape[0])
+        return hook  # a closure, not a bound method: deep copies of the module report here too
 
     def __enter__(self) -> "ForwardCounter":
         self.reset()
@@ -104,21 +105,22 @@ class ForwardCounter:
 
 # %% ../nbs/90_test_utils.ipynb #40cf2ebf
 def tiny_trained_export(work: str | os.PathLike, # scratch folder (data, run, export)
-                        per_class: int = 8, # sample images per class in train and val (all ten classes)
-                        test_per_class: int = 4, # test images per class (100: the whole sample test split)
-                        export: bool = True, # also export the model (into work/export) with export_onnx
+                        per_class: int = 8, # images per class in train and val (all ten classes)
+                        test_per_class: int = 4, # test images per class (100: the whole test split)
+                        export: bool = True, # also export the model into work/export (export_onnx)
                         **export_kwargs, # passed to export_onnx
                        ) -> types.SimpleNamespace:
-    "A tiny model trained three steps on sample images (EMA and checkpoints on), and its verified ONNX export."
+    "A tiny model trained three steps on sample images (EMA, checkpoints on); its verified export."
     work = Path(work)
     pl.seed_everything(0, verbose=False)
     root = tiny_dataset(work / "data", per_class=per_class, classes=None, splits=("train", "val"))
-    test = tiny_dataset(work / "test_data", per_class=test_per_class, classes=None, splits=("test",))
+    test = tiny_dataset(work / "test_data", per_class=test_per_class, classes=None,
+                        splits=("test",))
     os.replace(test / "test", root / "test")
     dm = tiny_datamodule(root, batch_size=16, check_workers=0, cache_dir=work / "cache")
     dm.setup()
-    model = tiny_module(dm.num_classes, class_names=dm.class_names, preprocessing=dm.preprocessing.to_dict(),
-                        lr=5e-3)
+    model = tiny_module(dm.num_classes, class_names=dm.class_names,
+                        preprocessing=dm.preprocessing.to_dict(), lr=5e-3)
     log = logging.getLogger("lightning.pytorch")
     level = log.level
     try:
@@ -132,8 +134,10 @@ def tiny_trained_export(work: str | os.PathLike, # scratch folder (data, run, ex
     result = None
     if export:
         export_kwargs.setdefault("latency_repeats", 2)
-        result = export_onnx(model, work / "export", verify_images=dm.val_dataset.paths, **export_kwargs)
+        result = export_onnx(model, work / "export", verify_images=dm.val_dataset.paths,
+                             **export_kwargs)
     return types.SimpleNamespace(model=model, datamodule=dm, result=result,
                                  model_path=result.model_path if result else None, data_root=root,
                                  checkpoint=Path(trainer.checkpoint_callback.best_model_path),
-                                 class_names=[str(n) for n in model.class_names], preprocessing=model.preprocessing)
+                                 class_names=[str(n) for n in model.class_names],
+                                 preprocessing=model.preprocessing)

@@ -14,7 +14,7 @@ __all__ = ['BestValMetrics']
 
 # %% ../../nbs/27_callbacks.best_val_metrics.ipynb #6de7e457
 class BestValMetrics(Callback):
-    "Record the logged `val/*` metrics after each validation run, keyed by global step (kept in checkpoints)."
+    "The logged `val/*` metrics of each validation run, keyed by global step (kept in checkpoints)."
     def __init__(self): self.history: dict[int, dict[str, float]] = {}
 
     @override
