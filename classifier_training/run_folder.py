@@ -104,6 +104,7 @@ def _is_stale(owner: dict | None) -> bool:
 def _describe(owner: dict) -> str:
     me = " (this process)" if owner.get("pid") == os.getpid() else ""
     command = " ".join(map(str, owner.get("command") or []))
+    command = command if len(command) <= 120 else command[:117] + "..."
     return (f"pid {owner.get('pid')}{me} on host {owner.get('host')}, started "
             f"{owner.get('started_at')}" + (f": {command}" if command else ""))
 

@@ -152,6 +152,11 @@ class TerminalLog:
         self.write(self._held.getvalue()); self.flush()
         self._held = io.StringIO()
 
+    @property
+    def started(self) -> bool:
+        "Whether the lines go to the file (`start()` ran), not to memory."
+        return self._file is not None
+
     def discard(self) -> None:
         "Drop the lines held and write nothing more: the log file is left as it was."
         self.discarded, self._held = True, io.StringIO()

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import hydra
@@ -230,7 +231,7 @@ def _summary_table(run_dir: Path, metrics: dict, artifacts: dict[str, Path], bes
 # %% ../nbs/42_train.ipynb #595b8a38
 def train(cfg: DictConfig, # a composed config: from compose_config() or the Hydra CLI
           console: Console | None = None, # where the summary goes; default: stdout
-          on_start=None, # called once the run folder is this run's, before its first record
+          on_start: Callable[[], None] | None = None, # called once the run folder is this run's
          ) -> TrainResult:
     "Run the pipeline: check config and run folder, data, model, fit, test the best model, export."
     t0, started, console = time.perf_counter(), utc_timestamp(), console or Console()
@@ -289,11 +290,15 @@ def _hydra_app(cfg: DictConfig) -> None:
         def on_start():  # the run folder is this run's: Hydra's record and the log may go in
             _write_hydra_record(cfg)
             if log is not None: log.start()
+        refused = False
         try: train(cfg, on_start=on_start)
-        except RunFolderError as e:
-            if log is not None: log.discard()  # refused: another run's folder stays as it was
+        except ClassifierTrainingError as e:
+            refused = isinstance(e, RunFolderError)
             _exit_with(e)
-        except ClassifierTrainingError as e: _exit_with(e)
+        finally:  # a run that wrote no record leaves a folder that holds a run (or a lock) alone
+            if log is not None and not log.started and (
+                    refused or (run_dir / "run_manifest.json").exists()):
+                log.discard()
 
 def main() -> None:
     "Entry point `classifier-train`: check overrides, trainer and run folder; run the Hydra app."

@@ -148,14 +148,16 @@ def test_resume_after_a_backbone_change_is_refused_before_anything_is_written(ru
 
 @pytest.fixture(scope="module")
 def cli_refusals(finished, data, other_data, work):
-    "The real CLI, side by side: a new run and a resume on other classes, each into a copy of the finished run."
-    copies = {name: Path(shutil.copytree(finished, work / f"refused_{name}")) for name in ("new", "other_classes")}
+    "The real CLI, side by side, each into a copy of the finished run: what it printed, the folder before and after."
+    cases = {"new": [f"data.root={data}"],
+             "other_classes": [f"data.root={other_data}", "resume=auto"],
+             "missing_checkpoint": [f"data.root={data}", f"resume={work / 'nope.ckpt'}"],
+             "dry_run": [f"data.root={data}", "resume=auto", "dry_run=true"]}
+    copies = {name: Path(shutil.copytree(finished, work / f"cli_{name}")) for name in cases}
     before = {name: snapshot(path) for name, path in copies.items()}
-    procs = {"new": cli([f"data.root={data}", *TINY, f"hydra.run.dir={copies['new']}"], work),
-             "other_classes": cli([f"data.root={other_data}", *TINY, "resume=auto",
-                                   f"hydra.run.dir={copies['other_classes']}"], work)}
+    procs = {name: cli([*args, *TINY, f"hydra.run.dir={copies[name]}"], work) for name, args in cases.items()}
     done = {name: finish(proc) for name, proc in procs.items()}
-    return {name: (done[name], before[name], snapshot(copies[name])) for name in copies}
+    return {name: (done[name], before[name], snapshot(copies[name])) for name in cases}
 
 
 def test_cli_new_run_into_a_finished_run_folder_is_refused(cli_refusals):
@@ -172,6 +174,16 @@ def test_cli_resume_on_other_classes_is_refused(cli_refusals):
     assert rc == 2, explain(rc, out, err)
     assert "does not fit this run" in err and "'Coat', 'Dress', 'Shirt'" in err, explain(rc, out, err)
     assert "Traceback" not in out + err
+    assert after == before
+
+
+def test_cli_runs_that_never_start_leave_the_finished_run_folder_unchanged(cli_refusals):
+    "An error before the first record (a missing resume checkpoint) and a dry run write no line into its train.log."
+    (rc, out, err), before, after = cli_refusals["missing_checkpoint"]
+    assert rc == 2 and "nope.ckpt" in err and "does not exist" in err, explain(rc, out, err)
+    assert after == before
+    (rc, out, err), before, after = cli_refusals["dry_run"]
+    assert rc == 0 and "Resume" in out and "last.ckpt" in out, explain(rc, out, err)
     assert after == before
 
 
@@ -276,18 +288,18 @@ def test_full_disk_while_writing_records_is_one_line_naming_the_folder(tmp_path,
 
 @pytest.mark.slow
 def test_second_run_into_a_running_folder_stops_at_once_naming_the_owner(tmp_path, data):
+    "Case 6: the first run is the real CLI; the second starts in-process (no import time) while it trains."
     run = tmp_path / "run"
-    first = cli([f"data.root={data}", *TINY, "trainer.max_epochs=3", "trainer.limit_train_batches=null",
+    first = cli([f"data.root={data}", *TINY, "trainer.max_epochs=4", "trainer.limit_train_batches=null",
                  f"hydra.run.dir={run}"], tmp_path)
     try:
         deadline = time.monotonic() + 300
         while not (run / LOCK_FILE).exists() and first.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert (run / LOCK_FILE).exists(), explain(*finish(first))
-        second = cli([f"data.root={data}", *TINY, "resume=auto", f"hydra.run.dir={run}"], tmp_path)
-        rc, out, err = finish(second)
-        assert rc == 2 and f"in use by another run (pid {first.pid} on host" in err, explain(rc, out, err)
-        assert first.poll() is None, "the first run ended before the second one started; make it longer"
+        with pytest.raises(RunFolderError, match=f"in use by another run \\(pid {first.pid} on host"):
+            run_in_process([f"data.root={data}", *TINY, "resume=auto"], run)
+        assert first.poll() is None, "the first run ended before the second one was refused; make it longer"
     finally:
         rc, out, err = finish(first)
     assert rc == 0, explain(rc, out, err)
