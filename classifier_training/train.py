@@ -247,8 +247,8 @@ def train(cfg: DictConfig, # a composed config: from compose_config() or the Hyd
         model, val_metrics = build_model(cfg, datamodule), BestValMetrics()           # 6. model
         trainer = build_trainer(cfg, [*callbacks, val_metrics], logger)
         with run_folder_writes(cfg.paths.run_dir):  # a full disk, a read-only folder: one line
-            manifest = _start_record(cfg, datamodule, trainer, callbacks, resume_from,    # 7.
-                                     started, console, on_start)
+            manifest = _start_record(cfg, datamodule, trainer, callbacks,             # 7. records
+                                     resume_from, started, console, on_start)
             try:                                                                  # 8-10. fit, test
                 best, test_metrics = _fit_test_export(cfg, trainer, model, datamodule, callbacks,
                                                       resume_from)
