@@ -35,7 +35,7 @@ from .model import LOSSES, OPTIMIZERS, ImageClassifier
 # %% auto #0
 __all__ = ['CONF_DIR', 'CONFIG_GROUPS', 'CONFIG_TARGETS', 'FILLED_BY_PIPELINE', 'CONFIG_CHOICES', 'ROOT_KEYS',
            'config_group_options', 'config_parameters', 'config_schema', 'nearest_key', 'validate_config',
-           'check_overrides', 'compose_config']
+           'check_overrides', 'compose_config', 'check_trainer_can_run']
 
 # %% ../nbs/40_config.ipynb #3d98f701
 CONF_DIR = Path(str(importlib.resources.files("classifier_training") / "conf"))  # packaged configs
@@ -64,7 +64,8 @@ CONFIG_CHOICES = {"data.check_policy": CHECK_POLICIES, "data.sampler": SAMPLER_P
                   "transforms.auto_augment": AUTO_AUGMENT_POLICIES,
                   "model.optimizer": OPTIMIZERS, "model.loss": LOSSES,
                   "trainer.gradient_clip_algorithm": tuple(a.value for a in GradClipAlgorithmType)}
-ROOT_KEYS = {"seed": int, "resume": Optional[str], "dry_run": bool, "paths": {"run_dir": str},
+ROOT_KEYS = {"seed": int, "resume": Optional[str], "dry_run": bool, "overwrite": bool,
+             "paths": {"run_dir": str},
              "callbacks": Optional[dict], "logger": Optional[dict]}  # the root's own keys
 
 def _narrowed(tp, choices: tuple | None):
@@ -306,3 +307,50 @@ def compose_config(overrides: list[str] = (), # command-line overrides, as for c
         cfg.paths.run_dir = str(Path(run_dir).expanduser().absolute())
     validate_config(cfg)
     return cfg
+
+# %% ../nbs/40_config.ipynb #72bdcc2e
+_GPU_NAMES = {"gpu": "GPU", "cuda": "CUDA GPU", "mps": "Apple MPS GPU"}
+
+def _gpus_here(accelerator: str) -> int:
+    "How many devices of `accelerator` (gpu, cuda or mps) this machine has."
+    import torch
+    cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    mps = int(bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available())
+    return {"cuda": cuda, "mps": mps}.get(accelerator, cuda or mps)
+
+def _devices_wanted(devices) -> tuple[int | None, list[int]]:
+    "(count, ids) that a Trainer `devices` value asks for; count None for 'auto' or -1 (all)."
+    if isinstance(devices, (list, tuple)): return len(devices), [int(d) for d in devices]
+    text = str(devices).strip()
+    if "," in text:
+        ids = [int(d) for d in text.split(",") if d.strip()]
+        return len(ids), ids
+    try: count = int(text)
+    except ValueError: return None, []
+    return (None, []) if count == -1 else (count, [])
+
+def check_trainer_can_run(cfg: DictConfig | dict, # a composed config
+                         ) -> None:
+    "Raise `ConfigError` when `cfg.trainer` trains nothing or asks for devices this machine lacks."
+    trainer = cfg["trainer"]
+    if isinstance(trainer, DictConfig): trainer = OmegaConf.to_container(trainer, resolve=True)
+    for key in ("max_epochs", "max_steps", "limit_train_batches"):
+        value = trainer.get(key)
+        if value == 0 and not isinstance(value, bool):
+            raise ConfigError(f"trainer.{key}={value} trains nothing: the run would export an "
+                              "untrained model as completed; give a positive value")
+    devices, accelerator = trainer.get("devices", "auto"), str(trainer.get("accelerator", "auto"))
+    try: count, ids = _devices_wanted(devices)
+    except ValueError: return  # not a form we know: Lightning's own check decides
+    if count == 0:
+        raise ConfigError(f"trainer.devices={devices} gives the run no device: use "
+                          "trainer.devices=1 (or auto, or a list of GPU ids)")
+    name = _GPU_NAMES.get(accelerator.lower())
+    if name is None: return  # cpu, auto, tpu...: Lightning picks or checks them
+    here = _gpus_here(accelerator.lower())
+    if here == 0:
+        raise ConfigError(f"trainer.accelerator={accelerator}: this machine has no {name}; use "
+                          "trainer.accelerator=cpu (or auto, which uses a GPU when there is one)")
+    if (count or 0) > here or any(i >= here for i in ids):
+        raise ConfigError(f"trainer.devices={devices} asks for more {name}s than this machine has "
+                          f"({here}); use at most {here}, or trainer.devices=auto")

@@ -29,7 +29,7 @@ from .core import natural_sort_key
 
 # %% auto #0
 __all__ = ['RUN_ARTIFACTS', 'library_versions', 'config_hash', 'dataset_file_list_hash', 'git_commit', 'utc_timestamp',
-           'run_manifest', 'run_artifacts', 'remove_stale_temp_files', 'log_terminal_output']
+           'run_manifest', 'run_artifacts', 'remove_stale_temp_files', 'TerminalLog', 'log_terminal_output']
 
 # %% ../nbs/41_run_record.ipynb #5c3be3e4
 _VERSION_PACKAGES = ("classifier_training", "torch", "torchvision", "timm", "lightning",
@@ -46,10 +46,10 @@ def library_versions() -> dict[str, str | None]:
 
 def config_hash(cfg: DictConfig | dict, # a resolved config
                ) -> str:
-    "sha256 of the resolved config's canonical JSON, without the run folder, resume and dry_run."
+    "sha256 of the resolved config's canonical JSON, without paths, resume, dry_run, overwrite."
     d = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     run_dir = str((d.get("paths") or {}).get("run_dir", "")) or None
-    for key in ("paths", "resume", "dry_run", "hydra"): d.pop(key, None)
+    for key in ("paths", "resume", "dry_run", "overwrite", "hydra"): d.pop(key, None)
     text = json.dumps(d, sort_keys=True, default=str)
     if run_dir: text = text.replace(json.dumps(run_dir)[1:-1], "<run_dir>")  # checkpoint dirpath
     return hashlib.sha256(text.encode()).hexdigest()
@@ -111,7 +111,7 @@ RUN_ARTIFACTS = ("checkpoints", "model.onnx", "labels_mapping.json", "export_rep
                  "classification_report.md", "confusion_matrix.png", "dataset_report.json",
                  "model_info.json", "training_history.csv", "training_history",
                  "sample_predictions.png", "top_losses.png", "sampler_distribution.json",
-                 "config.yaml", "run_manifest.json", "logs", "train.log")  # the summary table's order
+                 "config.yaml", "run_manifest.json", "logs", "train.log")  # summary table order
 
 def run_artifacts(run_dir: str | os.PathLike, # a run folder
                  ) -> dict[str, Path]:
@@ -135,6 +135,50 @@ def remove_stale_temp_files(run_dir: str | os.PathLike, # a run folder
 # %% ../nbs/41_run_record.ipynb #9d2d253e
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
+class TerminalLog:
+    "Where `log_terminal_output` copies the terminal: the log file, or memory until `start()`."
+    def __init__(self, path: str | os.PathLike, # the log file (appended to; its folder exists)
+                 deferred: bool = False, # hold the lines in memory until `start()`
+                ):
+        self.path, self.discarded, self._file, self._held = Path(path), False, None, io.StringIO()
+        if not deferred: self.start()
+
+    def start(self) -> None:
+        "Open the log file (appending) and write the lines held so far."
+        if self._file is not None or self.discarded: return
+        try: self._file = open(self.path, "a", encoding="utf-8", errors="replace")
+        except OSError:  # an unwritable folder: the terminal still shows everything
+            self.discarded = True; return
+        self.write(self._held.getvalue()); self.flush()
+        self._held = io.StringIO()
+
+    @property
+    def started(self) -> bool:
+        "Whether the lines go to the file (`start()` ran), not to memory."
+        return self._file is not None
+
+    def discard(self) -> None:
+        "Drop the lines held and write nothing more: the log file is left as it was."
+        self.discarded, self._held = True, io.StringIO()
+
+    def write(self, text: str) -> None:
+        "Append `text` to the file, or hold it; a failing write (a full disk) ends the copy."
+        if self.discarded: return
+        if self._file is None: self._held.write(text); return
+        try: self._file.write(text)
+        except OSError: self.discarded = True
+
+    def flush(self) -> None:
+        "Flush the file (if open)."
+        if self._file is not None and not self.discarded:
+            with contextlib.suppress(OSError): self._file.flush()
+
+    def close(self) -> None:
+        "Write what is still held (unless discarded), then close the file."
+        self.start()
+        if self._file is not None:
+            with contextlib.suppress(OSError): self._file.close()
+
 class _LineCopy(io.TextIOBase):
     "Writes through to `stream` and copies finished lines, as a terminal shows them, to `log`."
     def __init__(self, stream, log):
@@ -156,28 +200,29 @@ class _LineCopy(io.TextIOBase):
 
 @contextlib.contextmanager
 def log_terminal_output(log_path: str | os.PathLike, # the log file (appended to; its folder exists)
+                        deferred: bool = False, # hold the lines until the handle's `start()`
                        ):
     "Copy what this process prints to stdout and stderr (and log handlers aimed there) to a file."
-    with open(log_path, "a", encoding="utf-8", errors="replace") as log:
-        log.write(f"==== {utc_timestamp()} {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}\n")
-        log.flush()
-        originals = {"stdout": sys.stdout, "stderr": sys.stderr}
-        copies = {name: _LineCopy(stream, log) for name, stream in originals.items()}
-        handlers = [h for lg in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
-                    for h in getattr(lg, "handlers", []) if isinstance(h, logging.StreamHandler)
-                    and not isinstance(h, logging.FileHandler)
-                    and any(h.stream is o for o in originals.values())]
-        redirected = [(h, h.stream) for h in handlers]
-        sys.stdout, sys.stderr = copies["stdout"], copies["stderr"]
-        for h, stream in redirected:
-            h.setStream(copies["stdout" if stream is originals["stdout"] else "stderr"])
-        try: yield Path(log_path)
-        except BaseException as e:
-            if not isinstance(e, (SystemExit, KeyboardInterrupt)): log.write(traceback.format_exc())
-            raise
-        finally:
-            for copy in copies.values():
-                if copy._line: log.write(_ANSI_ESCAPE.sub("", copy._line.split("\r")[-1]) + "\n")
-            sys.stdout, sys.stderr = originals["stdout"], originals["stderr"]
-            for h, stream in redirected: h.setStream(stream)
-            log.flush()
+    log = TerminalLog(log_path, deferred=deferred)
+    log.write(f"==== {utc_timestamp()} {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}\n")
+    log.flush()
+    originals = {"stdout": sys.stdout, "stderr": sys.stderr}
+    copies = {name: _LineCopy(stream, log) for name, stream in originals.items()}
+    handlers = [h for lg in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+                for h in getattr(lg, "handlers", []) if isinstance(h, logging.StreamHandler)
+                and not isinstance(h, logging.FileHandler)
+                and any(h.stream is o for o in originals.values())]
+    redirected = [(h, h.stream) for h in handlers]
+    sys.stdout, sys.stderr = copies["stdout"], copies["stderr"]
+    for h, stream in redirected:
+        h.setStream(copies["stdout" if stream is originals["stdout"] else "stderr"])
+    try: yield log
+    except BaseException as e:
+        if not isinstance(e, (SystemExit, KeyboardInterrupt)): log.write(traceback.format_exc())
+        raise
+    finally:
+        for copy in copies.values():
+            if copy._line: log.write(_ANSI_ESCAPE.sub("", copy._line.split("\r")[-1]) + "\n")
+        sys.stdout, sys.stderr = originals["stdout"], originals["stderr"]
+        for h, stream in redirected: h.setStream(stream)
+        log.close()

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import hydra
@@ -24,14 +25,19 @@ from rich.table import Table
 from .callbacks.best_val_metrics import BestValMetrics
 from .callbacks.onnx_export import ONNXExportCallback
 from .checkpoints import AtomicCheckpointIO, read_checkpoint, resolve_resume
-from .config import CONF_DIR, compose_config, validate_config
+from .config import (CONF_DIR, check_trainer_can_run, compose_config,
+                                        validate_config)
 from .core import (ClassifierTrainingError, ConfigError, atomic_write_json,
                                       atomic_write_text)
 from .data.datamodule import ImageClassificationDataModule
 from .export import export_onnx
 from .model import ImageClassifier
-from .run_record import (log_terminal_output, remove_stale_temp_files,
-                                            run_artifacts, run_manifest, utc_timestamp)
+from .run_folder import (RunFolderError, check_resume_matches,
+                                            check_run_folder_writable, claim_run_folder,
+                                            is_first_process, move_previous_run, run_folder_writes)
+from .run_record import (dataset_file_list_hash, log_terminal_output,
+                                            remove_stale_temp_files, run_artifacts, run_manifest,
+                                            utc_timestamp)
 
 # %% auto #0
 __all__ = ['datamodule_arguments', 'build_datamodule', 'build_model', 'build_callbacks', 'build_logger', 'build_trainer',
@@ -102,6 +108,7 @@ class TrainResult:
     data_summary: dict | None = None  # dry run: classes, images per split, planned callbacks
 
 _NOISY_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx")  # the ONNX exporter's INFO chatter
+_QUIET = dict(soft_wrap=True, markup=False, highlight=False)  # console.print of paths and messages
 
 def _find_callback(callbacks, cls):
     return next((c for c in callbacks if isinstance(c, cls)), None)
@@ -116,6 +123,7 @@ def _prepare(cfg: DictConfig) -> tuple:
     validate_config(cfg)
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     OmegaConf.set_struct(cfg, True)
+    check_trainer_can_run(cfg)  # no epochs, or a GPU this machine lacks: said before the data
     # building the data module reads no data but checks the timm name, preprocessing, augmentation
     datamodule = build_datamodule(cfg)
     with open_dict(cfg):  # config.yaml records what the run used
@@ -133,6 +141,7 @@ def _dry_run(cfg, datamodule, callbacks, logger, resume_from, console: Console) 
     console.print(OmegaConf.to_yaml(cfg), markup=False, highlight=False, soft_wrap=True)
     console.print("[bold]Data[/bold]")
     datamodule.prepare_data(); datamodule.setup("fit")
+    _check_resume(cfg, datamodule, resume_from, console)
     planned = [type(c).__name__ for c in callbacks]
     console.print(f"[bold]Callbacks[/bold]: {', '.join(planned) or 'none'}", soft_wrap=True)
     console.print(f"[bold]Logger[/bold]: {type(logger).__name__ if logger else 'none'}")
@@ -148,23 +157,34 @@ def _dry_run(cfg, datamodule, callbacks, logger, resume_from, console: Console) 
     return TrainResult(run_dir=Path(cfg.paths.run_dir), metrics={}, best_checkpoint=None,
                        artifacts={}, dry_run=True, data_summary=summary)
 
-def _start_record(cfg, datamodule, trainer, callbacks, resume_from, started: str, console) -> dict:
-    "Before fit, on rank zero: clear a killed run's temporary files; write config.yaml, manifest."
+def _check_resume(cfg, datamodule, resume_from, console) -> None:
+    "Step 5, first process: the checkpoint must have this run's classes, backbone, preprocessing."
+    if resume_from is None or not is_first_process(): return
+    warnings = check_resume_matches(resume_from, cfg.resume, list(datamodule.class_names),
+                                    cfg.model.backbone, datamodule.preprocessing.to_dict(),
+                                    dataset_file_list_hash(datamodule.index))
+    for line in warnings: console.print(line, **_QUIET)
+
+def _start_record(cfg, datamodule, trainer, callbacks, resume_from, started: str, console,
+                  on_start) -> dict:
+    "Step 7, on rank zero: set a replaced run aside, clear temporary files; config.yaml, manifest."
     manifest = run_manifest(cfg, datamodule.index, trainer, resume_from, started)
     if not trainer.is_global_zero: return manifest
     run_dir = Path(cfg.paths.run_dir)
+    moved = move_previous_run(run_dir) if cfg.overwrite else None
+    if moved: console.print(f"overwrite=true: the replaced run's files are in {moved}", **_QUIET)
+    if on_start is not None: on_start()  # the CLI's .hydra/ and train.log: the folder is ours now
     remove_stale_temp_files(run_dir)  # a kill -9 during an atomic write leaves its temporary file
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
     atomic_write_json(run_dir / "run_manifest.json", manifest)
-    quiet = dict(soft_wrap=True, markup=False, highlight=False)
-    if resume_from: console.print(f"Resuming from {resume_from}", **quiet)
+    if resume_from: console.print(f"Resuming from {resume_from}", **_QUIET)
     elif str(cfg.resume).lower() == "auto":
         console.print(f"resume=auto: no last.ckpt in {_checkpoint_dir(callbacks, run_dir)} yet; "
-                      "starting fresh", **quiet)
+                      "starting fresh", **_QUIET)
     return manifest
 
 def _fit_test_export(cfg, trainer, model, datamodule, callbacks, resume_from) -> tuple:
-    "Steps 5-7: fit, test the best checkpoint (EMA weights), export unless a callback exported."
+    "Steps 8-10: fit, test the best checkpoint (EMA weights), export unless a callback exported."
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
     ckpt_cb = trainer.checkpoint_callback
     best_path = ckpt_cb.best_model_path if ckpt_cb is not None else ""
@@ -211,29 +231,37 @@ def _summary_table(run_dir: Path, metrics: dict, artifacts: dict[str, Path], bes
 # %% ../nbs/42_train.ipynb #595b8a38
 def train(cfg: DictConfig, # a composed config: from compose_config() or the Hydra CLI
           console: Console | None = None, # where the summary goes; default: stdout
+          on_start: Callable[[], None] | None = None, # called once the run folder is this run's
          ) -> TrainResult:
-    "Run the pipeline: check config, seed, data, model, fit, test the best (EMA) model, export."
+    "Run the pipeline: check config and run folder, data, model, fit, test the best model, export."
     t0, started, console = time.perf_counter(), utc_timestamp(), console or Console()
     for name in _NOISY_LOGGERS: logging.getLogger(name).setLevel(logging.WARNING)
     cfg, datamodule, callbacks, logger, resume_from = _prepare(cfg)                   # 1. config
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)                         # 2. seed
-    if cfg.dry_run: return _dry_run(cfg, datamodule, callbacks, logger, resume_from, console)
-    datamodule.prepare_data(); datamodule.setup("fit")                                # 3. data
-    model, val_metrics = build_model(cfg, datamodule), BestValMetrics()               # 4. model
-    trainer = build_trainer(cfg, [*callbacks, val_metrics], logger)
-    manifest = _start_record(cfg, datamodule, trainer, callbacks, resume_from, started, console)
-    try:                                                                              # 5-7. fit, test
-        best, test_metrics = _fit_test_export(cfg, trainer, model, datamodule, callbacks,
-                                              resume_from)
-    except BaseException as e:
-        _finish_record(cfg, trainer, manifest, time.perf_counter() - t0, status="failed",
-                       error=f"{type(e).__name__}: {e}")
-        raise
-    run_dir = Path(cfg.paths.run_dir)                                                  # 8. records
-    metrics = {**_best_val_row(val_metrics, best), **test_metrics}
-    if trainer.is_global_zero: atomic_write_json(run_dir / "metrics.json", metrics)
-    _finish_record(cfg, trainer, manifest, time.perf_counter() - t0, status="completed",
-                   best_checkpoint=str(best) if best else None)
+    with claim_run_folder(cfg.paths.run_dir, cfg.resume, resume_from, cfg.overwrite,  # 2. folder
+                          lock=not cfg.dry_run) as lock:
+        if lock is not None and lock.taken_over: console.print(lock.taken_over_message, **_QUIET)
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)                     # 3. seed
+        if cfg.dry_run: return _dry_run(cfg, datamodule, callbacks, logger, resume_from, console)
+        datamodule.prepare_data(); datamodule.setup("fit")                            # 4. data
+        _check_resume(cfg, datamodule, resume_from, console)                          # 5. resume
+        model, val_metrics = build_model(cfg, datamodule), BestValMetrics()           # 6. model
+        trainer = build_trainer(cfg, [*callbacks, val_metrics], logger)
+        with run_folder_writes(cfg.paths.run_dir):  # a full disk, a read-only folder: one line
+            manifest = _start_record(cfg, datamodule, trainer, callbacks,             # 7. records
+                                     resume_from, started, console, on_start)
+            try:                                                                  # 8-10. fit, test
+                best, test_metrics = _fit_test_export(cfg, trainer, model, datamodule, callbacks,
+                                                      resume_from)
+            except BaseException as e:
+                with contextlib.suppress(OSError):  # a full disk: the error itself says so
+                    _finish_record(cfg, trainer, manifest, time.perf_counter() - t0,
+                                   status="failed", error=f"{type(e).__name__}: {e}")
+                raise
+            run_dir = Path(cfg.paths.run_dir)                                         # 11. records
+            metrics = {**_best_val_row(val_metrics, best), **test_metrics}
+            if trainer.is_global_zero: atomic_write_json(run_dir / "metrics.json", metrics)
+            _finish_record(cfg, trainer, manifest, time.perf_counter() - t0, status="completed",
+                           best_checkpoint=str(best) if best else None)
     artifacts = run_artifacts(run_dir)
     if trainer.is_global_zero:
         console.print(_summary_table(run_dir, metrics, artifacts, best, time.perf_counter() - t0))
@@ -246,23 +274,44 @@ def _exit_with(error: ClassifierTrainingError) -> None:
     console.print(str(error), markup=False, highlight=False, soft_wrap=True)
     sys.exit(2 if isinstance(error, ConfigError) else 1)
 
+def _write_hydra_record(task_cfg: DictConfig) -> None:
+    "Hydra's record of the run in `.hydra/` (config, hydra, overrides), as Hydra itself writes it."
+    hydra_cfg = HydraConfig.get()
+    folder = Path(hydra_cfg.runtime.output_dir) / ".hydra"
+    atomic_write_text(folder / "config.yaml", OmegaConf.to_yaml(task_cfg))
+    atomic_write_text(folder / "hydra.yaml", OmegaConf.to_yaml(HydraConfig.instance().cfg))
+    atomic_write_text(folder / "overrides.yaml", OmegaConf.to_yaml(hydra_cfg.overrides.task))
+
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base=None)
 def _hydra_app(cfg: DictConfig) -> None:
-    rank_zero = all(int(os.environ.get(v, "0") or 0) == 0 for v in ("LOCAL_RANK", "NODE_RANK"))
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    with log_terminal_output(run_dir / "train.log") if rank_zero else contextlib.nullcontext():
-        try: train(cfg)
-        except ClassifierTrainingError as e: _exit_with(e)
+    copy = log_terminal_output(run_dir / "train.log", deferred=True) if is_first_process() else None
+    with copy or contextlib.nullcontext() as log:
+        def on_start():  # the run folder is this run's: Hydra's record and the log may go in
+            _write_hydra_record(cfg)
+            if log is not None: log.start()
+        refused = False
+        try: train(cfg, on_start=on_start)
+        except ClassifierTrainingError as e:
+            refused = isinstance(e, RunFolderError)
+            _exit_with(e)
+        finally:  # a run that wrote no record leaves a folder that holds a run (or a lock) alone
+            if log is not None and not log.started and (
+                    refused or (run_dir / "run_manifest.json").exists()):
+                log.discard()
 
 def main() -> None:
-    "Console entry point `classifier-train`: check the overrides, then run the Hydra app."
+    "Entry point `classifier-train`: check overrides, trainer and run folder; run the Hydra app."
     from hydra._internal.utils import get_args_parser
     args, _ = get_args_parser().parse_known_args(sys.argv[1:])
     flags = ("help", "hydra_help", "cfg", "multirun", "shell_completion", "config_path",
              "config_name", "config_dir", "experimental_rerun", "info")
     plain_run = not any(getattr(args, f, None) for f in flags)
     if plain_run:
-        try: compose_config(args.overrides, run_dir=os.devnull)
+        try:
+            cfg = compose_config(args.overrides)  # paths.run_dir: hydra.run.dir, as Hydra makes it
+            check_trainer_can_run(cfg)
+            check_run_folder_writable(cfg.paths.run_dir)
         except ClassifierTrainingError as e: _exit_with(e)
     _hydra_app()
 
