@@ -9,7 +9,7 @@ import fnmatch
 import functools
 import math
 import os
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import lightning.pytorch as pl
 import timm
@@ -30,7 +30,7 @@ from .random_state import RNG_STATES_KEY, capture_rng_states, restore_rng_states
 
 # %% auto #0
 __all__ = ['LOSSES', 'OPTIMIZERS', 'build_backbone', 'focal_loss', 'warmup_cosine_factor', 'weight_decay_param_groups',
-           'NonFiniteLossError', 'ImageClassifier']
+           'NonFiniteLossError', 'check_model_arguments', 'ImageClassifier']
 
 # %% ../nbs/10_model.ipynb #76bebe71
 def build_backbone(name: str, # timm model name, e.g. "resnet18" or "convnext_tiny.fb_in22k"
@@ -143,9 +143,11 @@ _HPARAM_RULES = {  # model.<key>: (accepted finite values, what to give instead)
     **{k: _OFF_OR_MORE for k in ("weight_decay", "momentum", "warmup_epochs",
                                  "freeze_backbone_epochs", "mixup_alpha", "cutmix_alpha")}}
 
-def _check_hparams(values: dict) -> None:
+def check_model_arguments(values: Mapping[str, Any], # ImageClassifier arguments, e.g. cfg.model
+                         ) -> None:
     "A ConfigError naming `model.<key>` for the first value that is not finite or out of range."
     for key, (accepted, give) in _HPARAM_RULES.items():
+        if key not in values: continue
         try: ok = math.isfinite(values[key]) and accepted(values[key])
         except TypeError: ok = False
         if not ok: raise ConfigError(f"model.{key}={values[key]!r}: out of range; give {give}")
@@ -180,7 +182,7 @@ class ImageClassifier(pl.LightningModule):
                  compile: bool = False, # GPU option: torch.compile the backbone in trainer runs
                 ):
         super().__init__()
-        _check_hparams(locals())
+        check_model_arguments(locals())
         num_classes = int(num_classes)
         names = [str(c) for c in (class_names if class_names is not None else range(num_classes))]
         if len(names) != num_classes:

@@ -31,7 +31,7 @@ from .core import (ClassifierTrainingError, ConfigError, atomic_write_json,
                                       atomic_write_text)
 from .data.datamodule import ImageClassificationDataModule
 from .export import export_onnx
-from .model import ImageClassifier
+from .model import ImageClassifier, check_model_arguments
 from .run_folder import (RunFolderError, check_resume_matches,
                                             check_run_folder_writable, claim_run_folder,
                                             is_first_process, move_previous_run, run_folder_writes)
@@ -124,6 +124,7 @@ def _prepare(cfg: DictConfig) -> tuple:
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     OmegaConf.set_struct(cfg, True)
     check_trainer_can_run(cfg)  # no epochs, or a GPU this machine lacks: said before the data
+    check_model_arguments(cfg.model)  # model.lr=inf and the like: said before the data too
     # building the data module reads no data but checks the timm name, preprocessing, augmentation
     datamodule = build_datamodule(cfg)
     with open_dict(cfg):  # config.yaml records what the run used
@@ -311,6 +312,7 @@ def main() -> None:
         try:
             cfg = compose_config(args.overrides)  # paths.run_dir: hydra.run.dir, as Hydra makes it
             check_trainer_can_run(cfg)
+            check_model_arguments(cfg.model)
             check_run_folder_writable(cfg.paths.run_dir)
         except ClassifierTrainingError as e: _exit_with(e)
     _hydra_app()
