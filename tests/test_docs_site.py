@@ -9,7 +9,7 @@ another page of the site resolves and none points at the hosted site instead. Th
 every page. Without Chromium the browser tests FAIL and name the command that installs it (`make test` runs it
 when root with apt-get); `CLASSIFIER_TRAINING_SKIP_BROWSER=1` skips them instead, on purpose.
 `DOCS_SITE_BUILT=1` checks the _docs/ already built (e.g. by `make docs`, with outputs) instead of building it
-again.
+again. One browser and one tab visit every page (a fresh tab per page cost about a second each).
 """
 import configparser
 import importlib
@@ -112,17 +112,23 @@ def browser():
         b.close()
 
 
+@pytest.fixture(scope="module")
+def tab(browser):
+    "The one tab that visits every page."
+    page = browser.new_page()
+    yield page
+    page.close()
+
+
 def test_every_notebook_has_a_page(site):
     missing = [str(rel) for rel, _, _ in PAGES if not (site / rel).is_file()]
     assert not missing, f"pages not built: {missing}"
 
 
-def test_sidebar_links_every_page(browser, site):  # browser first: no Chromium fails before a build
-    page = browser.new_page()
-    page.goto((site / "index.html").as_uri(), wait_until="load")
-    hrefs = page.evaluate("Array.from(document.querySelectorAll('#quarto-sidebar a[href]')).map(a => a.href)")
-    sidebar = page.locator("#quarto-sidebar").inner_text()
-    page.close()
+def test_sidebar_links_every_page(tab, site):  # the browser first: no Chromium fails before a build
+    tab.goto((site / "index.html").as_uri(), wait_until="load")
+    hrefs = tab.evaluate("Array.from(document.querySelectorAll('#quarto-sidebar a[href]')).map(a => a.href)")
+    sidebar = tab.locator("#quarto-sidebar").inner_text()
     linked = {_local_path(h).resolve() for h in hrefs if h.startswith("file://")}
     unlinked = [str(rel) for rel, _, _ in PAGES if (site / rel).resolve() not in linked]
     assert not unlinked, f"pages missing from the sidebar: {unlinked}"
@@ -130,10 +136,11 @@ def test_sidebar_links_every_page(browser, site):  # browser first: no Chromium 
 
 
 @pytest.mark.parametrize("rel,title,module", PAGES, ids=[str(p[0]) for p in PAGES])
-def test_page_renders_in_a_browser(browser, site, rel, title, module):
-    page = browser.new_page()
+def test_page_renders_in_a_browser(tab, site, rel, title, module):
+    page = tab
+    # "load": the images are in and smalldocs.js (deferred) has run; a page fetches nothing after it unless someone
+    # searches (search.json), so waiting for network idle only waited out the offline web-font request
     page.goto((site / rel).as_uri(), wait_until="load")
-    page.wait_for_load_state("networkidle")
     problems = []  # every check runs, so one failure names everything wrong with the page
     heading = page.locator("h1").first.inner_text()
     if title.split(":")[0].strip() not in heading: problems.append(f"title {title!r} not rendered (h1 is {heading!r})")
@@ -159,5 +166,4 @@ def test_page_renders_in_a_browser(browser, site, rel, title, module):
                                    f"(outside code): {absent}. Functions and classes get a show_doc entry from their "
                                    "`#| export` cell; give each constant a markdown cell after its definition that "
                                    "names it in backticks and says what it holds")
-    page.close()
     assert not problems, f"{rel}:\n" + "\n".join(f"- {p}" for p in problems)
