@@ -1,15 +1,17 @@
 """Running `classifier-train` from the tests, and what the session's one finished run is made of.
 
-- `cli`: the real command in a subprocess (`python -m classifier_training.train`, the console script, or Python code
-  that ends by calling `main()`); `run_parallel`: several at once. A subprocess pays about 6 s of imports (lightning,
-  torchmetrics, torchvision), so each entry point keeps one real subprocess test of its exit path.
-- `in_process`: `classifier_training.train.main()` in the test's own process, with `sys.argv` set, for the error
-  messages and the short runs; exit status and output as a subprocess would give them.
-- `finished_run`: the one real training run of the fast suite (tests/conftest.py holds it as a session fixture): the
-  default config, 32 px, one epoch, on a small dataset holding every damaged case (`build_damaged_dataset`), in a run
-  folder where a checkpoint save was killed half way (`kill_a_checkpoint_save`), under an audit hook that logs every
-  write in the run folder. tests/test_cli.py checks its artifacts, tests/test_reliability.py how it treated the
-  damaged files and how it wrote.
+- `cli`: the real command in a subprocess (`python -m classifier_training.train`, or Python code
+  that ends by calling `main()` as the console script does); `run_parallel`: several at once. A
+  subprocess pays about 6 s of imports (lightning, torchmetrics, torchvision), so each entry point
+  keeps one real subprocess test of its exit path.
+- `in_process`: `classifier_training.train.main()` in the test's own process, with `sys.argv`
+  set, for the error messages and the short runs; exit status and output as from a subprocess.
+- `finished_run`: the one real training run of the fast suite (tests/conftest.py holds it as a
+  session fixture): the default config, 32 px, one epoch, on a small dataset holding every damaged
+  case (`build_damaged_dataset`), in a run folder where a checkpoint save was killed half way
+  (`kill_a_checkpoint_save`), under an audit hook that logs every write in the run folder.
+  tests/test_cli.py checks its artifacts, tests/test_reliability.py how it treated the damaged
+  files and how it wrote. The other pieces here moved from tests/test_reliability.py unchanged.
 
 Not a test file: tests/conftest.py and the test files import it (pytest puts tests/ on sys.path).
 """
@@ -243,11 +245,11 @@ TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")  # core.atomic_writer's te
 
 # ---------------------------------------------------------------- classifier-train in this process
 def in_process(args: list, run_dir: Path, monkeypatch, capsys) -> Run:
-    """`classifier-train ARGS hydra.run.dir=RUN_DIR` run by `classifier_training.train.main()` in this process, as the
-    console script calls it: the exit status comes from SystemExit (0 when main returns), stdout and stderr from
-    capsys, the environment is `cli`'s. What the run changes in the process is undone afterwards: the root logger
-    Hydra configures and the seed variables Lightning sets. An exception that escapes `main` fails the test, as the
-    traceback of a subprocess would."""
+    """`classifier-train ARGS hydra.run.dir=RUN_DIR` run by `classifier_training.train.main()` in
+    this process, as the console script calls it: the exit status from SystemExit (0 when main
+    returns), stdout and stderr from capsys, the environment `cli` gives. What the run changes in
+    the process is undone afterwards: the root logger Hydra configures, the seed variables
+    Lightning sets. An exception that escapes `main` fails the test, as a traceback would."""
     import classifier_training.train as train_module
     run_dir = Path(run_dir)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -280,11 +282,12 @@ FINISHED_RUN_ARGS = ["data.image_size=32", "data.batch_size=8", "trainer.max_epo
 
 
 def kill_a_checkpoint_save(last: Path) -> dict:
-    """A process saves checkpoint A to `last` with the pipeline's AtomicCheckpointIO, then is SIGKILLed half way
-    through saving B over it. Returns what it left: exit status, stderr, temp files and their sizes, what `last`
-    loads as (the checkpoint dict, or the error)."""
+    """A process saves checkpoint A to `last` with the pipeline's AtomicCheckpointIO, then is
+    SIGKILLed half way through saving B over it. Returns what it left: exit status, stderr, temp
+    files and their sizes, what `last` loads as (the checkpoint dict, or the error)."""
     import torch
-    p = subprocess.run([sys.executable, "-c", KILLED_SAVE, str(last)], capture_output=True, text=True, timeout=600)
+    p = subprocess.run([sys.executable, "-c", KILLED_SAVE, str(last)], capture_output=True,
+                       text=True, timeout=600)
     temps = sorted(last.parent.glob(f".{last.name}.*.tmp"))
     try: loaded = torch.load(last, map_location="cpu", weights_only=True)
     except Exception as e: loaded = f"{type(e).__name__}: {e}"
@@ -293,9 +296,10 @@ def kill_a_checkpoint_save(last: Path) -> dict:
 
 
 def finished_run(work: Path) -> SimpleNamespace:
-    """The one real training run of the fast suite (see the module docstring), started in `work`. Returns `run` (the
-    finished `Run`), the dataset `data_root` and its `data_before` snapshot, the `audit_log` and `killed_save` (what
-    the killed save left before the run reused its folder). It does not check the run: the tests do."""
+    """The one real training run of the fast suite (see the module docstring), started in `work`.
+    Returns `run` (the finished `Run`), the dataset `data_root` and its `data_before` snapshot, the
+    `audit_log` and `killed_save` (what the killed save left before the run reused its folder).
+    It does not check the run: the tests do."""
     root = build_damaged_dataset(work / "damaged")
     before = snapshot(root)
     run_dir = work / "run"
@@ -303,4 +307,5 @@ def finished_run(work: Path) -> SimpleNamespace:
     audit_log = work / "audit.log"
     run = cli([f"data.root={root}", *FINISHED_RUN_ARGS], run_dir, boot=AUDITED_TRAIN,
               env={"CT_AUDIT_DIR": str(run_dir), "CT_AUDIT_LOG": str(audit_log)})
-    return SimpleNamespace(run=run, data_root=root, data_before=before, audit_log=audit_log, killed_save=killed)
+    return SimpleNamespace(run=run, data_root=root, data_before=before, audit_log=audit_log,
+                           killed_save=killed)

@@ -17,8 +17,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -71,12 +69,9 @@ def _local_path(url: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def site():
-    if os.environ.get("DOCS_SITE_BUILT") != "1":
-        # --no-execute: the pages without demo outputs (`make docs` adds them); fast enough for every test run
-        subprocess.run([sys.executable, str(ROOT / "tools" / "build_docs.py"), "--no-execute"], cwd=ROOT, check=True)
-    assert (ROOT / "_docs" / "index.html").is_file(), "no _docs/index.html: run `make docs`"
-    return ROOT / "_docs"
+def site(docs_site):
+    "The site in _docs/: `docs_site` (tests/conftest.py) builds it with tools/build_docs.py --no-execute."
+    return docs_site
 
 
 def chromium_missing_action(chromium: str | None, env) -> tuple[str, str] | None:
