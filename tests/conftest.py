@@ -53,7 +53,7 @@ def background(request, tmp_path_factory) -> dict:
     if "docs_site" in needed and (shutil.which("chromium") or shutil.which("chromium-browser")):
         jobs["docs_site"] = pool.submit(build_docs_site)
     yield jobs
-    pool.shutdown(wait=True, cancel_futures=True)  # a job that has not started (after -x) never will
+    pool.shutdown(wait=True, cancel_futures=True)  # a job not yet started (after -x) never will
 
 
 @pytest.fixture(scope="session")

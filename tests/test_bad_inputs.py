@@ -441,7 +441,7 @@ print(json.dumps(results))"""
 def check_in_subprocess(roots: list[Path], seconds: int = 120, memory_gib: int = 6) -> list[dict]:
     """Scan + check each dataset of `roots` in one fresh interpreter that is killed after `seconds`
     and may map at most `memory_gib` GiB: a read that blocks or never ends fails the tests instead
-    of hanging CI or exhausting the host's memory. One interpreter for all: each pays 4 s of imports."""
+    of hanging CI or exhausting the host's memory. One interpreter for all (4 s of imports each)."""
     def limit(): resource.setrlimit(resource.RLIMIT_AS, (memory_gib << 30, memory_gib << 30))
     try:
         r = subprocess.run([sys.executable, "-c", CHECK, *map(str, roots)], capture_output=True,
@@ -454,8 +454,9 @@ def check_in_subprocess(roots: list[Path], seconds: int = 120, memory_gib: int =
 
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory) -> dict:
-    """Three datasets, each with one hostile file, checked in one subprocess (`check_in_subprocess`).
-    Each entry: (dataset root, what scan + check gave, whether every user file was left untouched)."""
+    """Three datasets, each with one hostile file, checked in one subprocess
+    (`check_in_subprocess`). Each entry: (dataset root, what scan + check gave, whether every user
+    file was left untouched)."""
     base = tmp_path_factory.mktemp("hostile")
     roots = {"pipe": write_sample_subset(base / "pipe", per_class=3, classes=CLASSES),
              "dev_zero": write_sample_subset(base / "dev_zero", per_class=3, classes=CLASSES),

@@ -2,8 +2,8 @@
 
 One module-scoped run (real sample images, the library's datamodule with a weighted sampler, a small
 real ImageClassifier, 2 epochs, sanity check on, then `trainer.test`) with every callback the config
-composes (the session's `default_config`, tests/conftest.py), built by `hydra.utils.instantiate` exactly
-as `classifier-train` builds them. Each test then
+composes (the session's `default_config`, tests/conftest.py), built by `hydra.utils.instantiate`
+exactly as `classifier-train` builds them. Each test then
 checks one promised artifact by content, not only by existence. A second, bare fit (no callbacks)
 proves the stack adds no forward pass to the epochs.
 """
@@ -32,7 +32,7 @@ SANITY_STEPS = 2
 
 
 def default_callbacks(config, run_dir: Path) -> dict:
-    "Every callback of the default callbacks group of `config` (a composed root config), writing into run_dir."
+    "Every callback of the callbacks group of `config` (a composed config), writing into run_dir."
     cfg = copy.deepcopy(config)
     cfg.paths.run_dir = str(run_dir)
     return {name: instantiate(node) for name, node in cfg.callbacks.items()}

@@ -1,8 +1,9 @@
 """The real `classifier-train` CLI, on tiny real data from the embedded sample.
 
-Fast (default suite): strict-config errors (one through the installed console script in a subprocess, the others by
-`main()` in this process: `cli_runs.in_process`), a dry run (`python -m`, a subprocess), the artifacts of the session's
-finished run (`finished_run` in tests/conftest.py: the default config, one epoch), resume errors (in process).
+Fast (default suite): strict-config errors (one through the installed console script in a
+subprocess, the others by `main()` in this process: `cli_runs.in_process`), a dry run (`python -m`,
+a subprocess), the artifacts of the session's finished run (`finished_run` in tests/conftest.py: the
+default config, one epoch), resume errors (in this process).
 Slow (`-m slow`): every dataset format, resume after kill -9, DDP on 2 CPU processes, a dry run on the full sample.
 """
 import json
@@ -26,7 +27,7 @@ MODULE = [sys.executable, "-m", "classifier_training.train"]
 QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 TINY = ["data.image_size=32", "data.batch_size=16", "trainer.max_epochs=1", *QUIET]
 CLASSES = ("Bag", "Coat", "Sneaker", "Trouser")
-FINISHED_RUN_CLASSES = (BOOT_CLASS, "Coat", "Sneaker", CANTA)  # natural order: "ankle boot", ..., "Çanta über"
+FINISHED_RUN_CLASSES = (BOOT_CLASS, "Coat", "Sneaker", CANTA)  # natural order: "ankle boot" first
 
 
 def run_cli(args, tmp_path, cmd=CLI, timeout=600, **kw):
@@ -74,11 +75,12 @@ def assert_run_folder(run: Path, classes=CLASSES):
 # ---------------------------------------------------------------- fast: strict config and dry run
 
 @pytest.mark.parametrize("override,expected,route", [
-    ("data.bach_size=8", "did you mean 'data.batch_size'", "console script"),  # the exit path, for real
+    ("data.bach_size=8", "did you mean 'data.batch_size'", "console script"),  # for real
     ("trainer.max_epochs=two", "trainer.max_epochs", "in process"),
     ("logger=tensorbord", "logger=tensorboard", "in process"),
 ])
-def test_strict_config_fails_before_any_data_is_read(tmp_path, monkeypatch, capsys, override, expected, route):
+def test_strict_config_fails_before_any_data_is_read(tmp_path, monkeypatch, capsys, override,
+                                                     expected, route):
     # data.root does not exist: a run that reached the data would fail with a dataset error instead
     run = tmp_path / "run"
     args = [override, f"data.root={tmp_path / 'no_such_dataset'}"]
@@ -103,7 +105,7 @@ def test_dry_run_prints_config_data_and_callbacks_and_trains_nothing(tmp_path, t
 
 
 def test_tiny_run_with_the_default_config(finished_run):
-    "The session's finished run: the default config (32 px, one epoch) on a small dataset with damaged files."
+    "The session's finished run: the default config (32 px, one epoch) on data with damaged files."
     proc, run = finished_run.run, finished_run.run.run_dir
     assert proc.returncode == 0, explain(proc)
     metrics, manifest = assert_run_folder(run, FINISHED_RUN_CLASSES)
@@ -118,17 +120,18 @@ def test_tiny_run_with_the_default_config(finished_run):
 
 
 def test_missing_resume_path_is_a_config_error(tmp_path, tiny_data, monkeypatch, capsys):
-    proc = in_process([f"data.root={tiny_data}", f"resume={tmp_path / 'nope.ckpt'}", *TINY], tmp_path / "run",
-                      monkeypatch, capsys)
+    proc = in_process([f"data.root={tiny_data}", f"resume={tmp_path / 'nope.ckpt'}", *TINY],
+                      tmp_path / "run", monkeypatch, capsys)
     assert proc.returncode == 2, explain(proc)
     assert "nope.ckpt" in proc.stderr and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
     assert "nope.ckpt" in (tmp_path / "run" / "train.log").read_text(encoding="utf-8")  # the error is in the log too
 
 
-def test_resume_from_a_file_that_is_not_a_checkpoint_is_a_config_error(tmp_path, tiny_data, monkeypatch, capsys):
+def test_resume_from_a_file_that_is_not_a_checkpoint_is_a_config_error(tmp_path, tiny_data,
+                                                                      monkeypatch, capsys):
     (tmp_path / "notes.ckpt").write_text("not a checkpoint")
-    proc = in_process([f"data.root={tiny_data}", f"resume={tmp_path / 'notes.ckpt'}", *TINY], tmp_path / "run",
-                      monkeypatch, capsys)
+    proc = in_process([f"data.root={tiny_data}", f"resume={tmp_path / 'notes.ckpt'}", *TINY],
+                      tmp_path / "run", monkeypatch, capsys)
     assert proc.returncode == 2, explain(proc)
     assert "notes.ckpt" in proc.stderr and "not a readable checkpoint" in proc.stderr and "Traceback" not in proc.stderr
     assert (tmp_path / "notes.ckpt").read_text() == "not a checkpoint"  # the user's file is untouched
@@ -191,7 +194,8 @@ def test_resume_after_kill_9_in_the_middle_of_an_epoch(tmp_path):
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes_writes_each_artifact_once(tmp_path, four_classes):
     run = tmp_path / "run"
-    proc = run_cli([f"data.root={four_classes}", f"hydra.run.dir={run}", *TINY, "trainer.accelerator=cpu",
+    proc = run_cli([f"data.root={four_classes}", f"hydra.run.dir={run}", *TINY,
+                    "trainer.accelerator=cpu",
                     "trainer.devices=2", "trainer.strategy=ddp"], tmp_path, cmd=MODULE)
     assert proc.returncode == 0, explain(proc)
     metrics, manifest = assert_run_folder(run)

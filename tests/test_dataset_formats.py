@@ -237,9 +237,10 @@ except DatasetError as e: print("DatasetError:", e)"""
 
 
 def _scan_with_hash_seeds(root, seeds: tuple[str, ...]) -> dict[str, str]:
-    "What fresh interpreters with these PYTHONHASHSEEDs make of the dataset: class list or error (side by side)."
-    procs = {seed: subprocess.Popen([sys.executable, "-c", SCAN, str(root)], stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONHASHSEED": seed})
+    "What fresh interpreters (side by side) with these PYTHONHASHSEEDs make of the dataset."
+    procs = {seed: subprocess.Popen([sys.executable, "-c", SCAN, str(root)], text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    env={**os.environ, "PYTHONHASHSEED": seed})
              for seed in seeds}
     seen = {}
     try:

@@ -70,7 +70,7 @@ def _local_path(url: str) -> Path:
 
 @pytest.fixture(scope="module")
 def site(docs_site):
-    "The site in _docs/: `docs_site` (tests/conftest.py) builds it with tools/build_docs.py --no-execute."
+    "The site in _docs/ (`docs_site` in tests/conftest.py: tools/build_docs.py --no-execute)."
     return docs_site
 
 
@@ -122,7 +122,8 @@ def test_every_notebook_has_a_page(site):
 
 def test_sidebar_links_every_page(tab, site):  # the browser first: no Chromium fails before a build
     tab.goto((site / "index.html").as_uri(), wait_until="load")
-    hrefs = tab.evaluate("Array.from(document.querySelectorAll('#quarto-sidebar a[href]')).map(a => a.href)")
+    hrefs = tab.evaluate("Array.from(document.querySelectorAll('#quarto-sidebar a[href]'))"
+                         ".map(a => a.href)")
     sidebar = tab.locator("#quarto-sidebar").inner_text()
     linked = {_local_path(h).resolve() for h in hrefs if h.startswith("file://")}
     unlinked = [str(rel) for rel, _, _ in PAGES if (site / rel).resolve() not in linked]
@@ -133,8 +134,8 @@ def test_sidebar_links_every_page(tab, site):  # the browser first: no Chromium 
 @pytest.mark.parametrize("rel,title,module", PAGES, ids=[str(p[0]) for p in PAGES])
 def test_page_renders_in_a_browser(tab, site, rel, title, module):
     page = tab
-    # "load": the images are in and smalldocs.js (deferred) has run; a page fetches nothing after it unless someone
-    # searches (search.json), so waiting for network idle only waited out the offline web-font request
+    # "load": the images are in and smalldocs.js (deferred) has run; a page fetches nothing after
+    # it unless someone searches (search.json): waiting for network idle waited out a web font
     page.goto((site / rel).as_uri(), wait_until="load")
     problems = []  # every check runs, so one failure names everything wrong with the page
     heading = page.locator("h1").first.inner_text()

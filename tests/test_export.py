@@ -1,6 +1,7 @@
-"""ONNX export: one self-contained, checked file; metadata round trip; dynamic batch; verification that catches a
-corrupted export; EMA/raw weights from checkpoints; the classifier-export CLI. The model is the session's `tiny_export`
-(tests/conftest.py). That exporting the same weights twice gives the same bytes is tested in nbs/30_export.ipynb."""
+"""ONNX export: one self-contained, checked file; metadata round trip; dynamic batch; verification
+that catches a corrupted export; EMA/raw weights from checkpoints; the classifier-export CLI. The
+model is the session's `tiny_export` (tests/conftest.py). That exporting the same weights twice
+gives the same bytes is tested in nbs/30_export.ipynb."""
 import json
 import subprocess
 import sys

@@ -1,9 +1,9 @@
 """The torch-free predictor: it agrees with the PyTorch evaluation pipeline on the whole sample test split, never
 imports torch, decodes images exactly as training does, and the classifier-predict CLI reports errors clearly.
 
-`classifier-predict` runs in a fresh interpreter that fails if torch gets imported (`_predict`) where that is the point
-(the agreement, no torch, one error's exit path); the other CLI cases call its `main()` in this process
-(`_predict_here`)."""
+`classifier-predict` runs in a fresh interpreter that fails if torch gets imported (`_predict`)
+where that is the point (the agreement, no torch, one error's exit path); the other CLI cases call
+its `main()` in this process (`_predict_here`)."""
 import csv
 import json
 import os
@@ -39,7 +39,7 @@ def _predict(*args):
 
 
 def _predict_here(capsys, *args) -> SimpleNamespace:
-    "classifier-predict's `main()` in this process: exit status, stdout and stderr as `_predict` gives them."
+    "classifier-predict's `main()` in this process: exit status, stdout and stderr, as `_predict`."
     from classifier_training.predict import main
     capsys.readouterr()
     returncode = main([str(a) for a in args])
@@ -107,8 +107,8 @@ def test_cli_outputs_and_skips_unreadable_files(demo, tmp_path, capsys):
     for f in sorted((demo.data_root / "val" / "Bag").glob("*.png"))[:3]: (folder / f.name).write_bytes(f.read_bytes())
     (folder / "broken.png").write_bytes(b"\x89PNG not really")
     (folder / "readme.txt").write_text("not an image, not an image extension: ignored")
-    r = _predict_here(capsys, demo.model_path, tmp_path / "imgs", tmp_path / "missing.jpg", "--top-k", "2",
-                      "--out", tmp_path / "p.csv")
+    r = _predict_here(capsys, demo.model_path, tmp_path / "imgs", tmp_path / "missing.jpg",
+                      "--top-k", "2", "--out", tmp_path / "p.csv")
     assert r.returncode == 0, r.stderr
     assert "skipped" in r.stderr and "broken.png" in r.stderr and "missing.jpg" in r.stderr
     rows = list(csv.DictReader((tmp_path / "p.csv").open()))
@@ -130,7 +130,7 @@ def test_cli_errors(demo, tmp_path, capsys, case):
         del plain.metadata_props[:]
         onnx.save(plain, str(model))
     paths = [tmp_path] if case == "no_images" else [image]
-    # "missing" in a fresh interpreter (exit status and stderr of the real command), the others in this process
+    # "missing" in a fresh interpreter (the real command's exit path), the others in this process
     r = _predict(model, *paths) if case == "missing" else _predict_here(capsys, model, *paths)
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert "Traceback" not in r.stderr and expected in r.stderr

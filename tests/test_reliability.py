@@ -1,19 +1,21 @@
-"""Reliability (issue 10) through the real `classifier-train` CLI: bad data, interrupted saves, atomic artifacts,
-non-finite loss, crash + resume, reproducibility and safe checkpoint loading.
+"""Reliability (issue 10) through the real `classifier-train` CLI: bad data, interrupted saves,
+atomic artifacts, non-finite loss, crash + resume, reproducibility and safe checkpoint loading.
 
-Every run is the real CLI on tiny real data (Fashion-MNIST sample images, scikit-learn's sample photo for JPEG cases),
-32 px, one epoch. Component-level cases live elsewhere and are not repeated here: tests/test_bad_inputs.py (every bad
-input through scan + check, all three policies), tests/test_cli.py (kill -9 in the middle of an epoch then resume;
-DDP), tests/test_callbacks_ema.py (EMA state across a crash, in-process), tests/test_predict_cli.py (the predictor
-skips unreadable or missing images and goes on with the batch: `test_cli_outputs_and_skips_unreadable_files`).
+Every run is the real CLI on tiny real data (Fashion-MNIST sample images, scikit-learn's sample
+photo for JPEG cases), 32 px, one epoch. Component-level cases live elsewhere and are not repeated
+here: tests/test_bad_inputs.py (every bad input through scan + check, all three policies),
+tests/test_cli.py (kill -9 in the middle of an epoch then resume; DDP), tests/test_callbacks_ema.py
+(EMA state across a crash, in-process), tests/test_predict_cli.py (the predictor skips unreadable or
+missing images and goes on with the batch: `test_cli_outputs_and_skips_unreadable_files`).
 
-Fast (default suite): the session's finished run (`finished_run` in tests/conftest.py, a subprocess: the default config
-on a dataset holding every damaged case at once, skip policy, audited, in the folder of a checkpoint save killed half
-way; tests/cli_runs.py builds it) and what it left; two runs that must stop before training (policy fail, a single
-class) and a non-finite loss, run by `main()` in this process (`cli_runs.in_process`); the checkpoint loaders fed a
-checkpoint with pickled code. Slow (`-m slow`): the other stop cases (no train/, an annotation path escaping the
-root), crash + resume equals an uninterrupted run, two runs with one seed are identical, and `resume=` a checkpoint
-with pickled code, all in subprocesses.
+Fast (default suite): the session's finished run (`finished_run` in tests/conftest.py, built by
+tests/cli_runs.py: a subprocess running the default config on a dataset holding every damaged case
+at once, skip policy, audited, in the folder of a checkpoint save killed half way) and what it left;
+two runs that must stop before training (policy fail, a single class) and a non-finite loss, run by
+`main()` in this process (`cli_runs.in_process`); the checkpoint loaders fed a checkpoint with
+pickled code. Slow (`-m slow`), in subprocesses: the other stop cases (no train/, an annotation path
+escaping the root), crash + resume equals an uninterrupted run, two runs with one seed are
+identical, and `resume=` a checkpoint with pickled code.
 """
 from __future__ import annotations
 
@@ -31,8 +33,9 @@ from PIL import Image
 
 from classifier_training.core import sha256_file
 from classifier_training.data.sample import write_sample_subset
-from cli_runs import (BAD_CASES, BOOT_CLASS, CANTA, IGNORED_CASES, PER_CLASS, TEMP_NAME, TINY, VALID_CASES, Run, cli,
-                      in_process, jpeg_bytes, no_traceback, photo, run_parallel, snapshot, tiny)
+from cli_runs import (BAD_CASES, BOOT_CLASS, CANTA, IGNORED_CASES, PER_CLASS, TEMP_NAME, TINY,
+                      VALID_CASES, Run, cli, in_process, jpeg_bytes, no_traceback, photo,
+                      run_parallel, snapshot, tiny)
 
 # `classifier-train` that SIGKILLs itself right after last.ckpt of epoch CT_CRASH_AFTER_EPOCH is in place
 CRASHING_TRAIN = r"""
@@ -240,7 +243,7 @@ def test_checkpoint_save_killed_half_way_keeps_the_previous_last_ckpt(finished_r
 def test_next_start_sweeps_the_temp_file_of_the_killed_save(finished_run, damaged_run):
     run, _ = damaged_run  # the finished run reused the folder of the killed save
     temps = finished_run.killed_save["temps"]
-    assert temps and not [t for t in temps if t.exists()], "the interrupted save's temp file is still there"
+    assert temps and not [t for t in temps if t.exists()], "the killed save's temp file is left"
     assert not list((run.run_dir / "checkpoints").glob(".*.tmp"))
 
 
@@ -296,11 +299,11 @@ def test_artifacts_keep_the_permissions_of_a_normal_write(damaged_run):
 # ---------------------------------------------------------------- 4. non-finite loss
 def test_non_finite_loss_stops_at_once_with_a_diagnostic(tmp_path, monkeypatch, capsys):
     data = write_sample_subset(tmp_path / "data", per_class=8, classes=("Bag", "Coat", "Sandal"))
-    # SGD at lr 1e6 without warm-up: the loss overflows within a few steps (NaN at step 3 when measured); no loader
-    # worker process (a fork of the test process)
-    run = in_process([f"data.root={data}", *tiny(data__batch_size=2, trainer__max_epochs=3), "model.optimizer=sgd",
-                      "model.lr=1e6", "model.warmup_epochs=0", "data.num_workers=0"], tmp_path / "run",
-                     monkeypatch, capsys)
+    # SGD at lr 1e6 without warm-up: the loss overflows within a few steps (NaN at step 3 when
+    # measured); no loader worker process (a fork of the test process)
+    run = in_process([f"data.root={data}", *tiny(data__batch_size=2, trainer__max_epochs=3),
+                      "model.optimizer=sgd", "model.lr=1e6", "model.warmup_epochs=0",
+                      "data.num_workers=0"], tmp_path / "run", monkeypatch, capsys)
     assert run.returncode != 0, "a run whose loss became NaN/inf finished normally\n" + run.explain()
     assert no_traceback(run) and "classifier-train: error:" in run.stderr, run.explain()
     err = run.stderr
