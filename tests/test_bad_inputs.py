@@ -430,52 +430,70 @@ warnings.simplefilter("ignore")
 from classifier_training.core import DatasetError
 from classifier_training.data.check import check_dataset
 from classifier_training.data.datasets import scan_dataset
-try: report = check_dataset(scan_dataset(sys.argv[1], verbose=False), num_workers=0, verbose=False)
-except DatasetError as e: print(json.dumps({"error": str(e)}))
-else: print(json.dumps({"bad_files": report.to_dict()["bad_files"]}))"""
+results = []
+for root in sys.argv[1:]:
+    try: report = check_dataset(scan_dataset(root, verbose=False), num_workers=0, verbose=False)
+    except DatasetError as e: results.append({"error": str(e)})
+    else: results.append({"bad_files": report.to_dict()["bad_files"]})
+print(json.dumps(results))"""
 
 
-def check_in_subprocess(root: Path, seconds: int = 120, memory_gib: int = 6) -> dict:
-    """Scan + check in a fresh interpreter that is killed after `seconds` and may map at most
-    `memory_gib` GiB: a read that blocks or never ends fails the test instead of hanging CI or
-    exhausting the host's memory."""
+def check_in_subprocess(roots: list[Path], seconds: int = 120, memory_gib: int = 6) -> list[dict]:
+    """Scan + check each dataset of `roots` in one fresh interpreter that is killed after `seconds`
+    and may map at most `memory_gib` GiB: a read that blocks or never ends fails the tests instead
+    of hanging CI or exhausting the host's memory. One interpreter for all (4 s of imports each)."""
     def limit(): resource.setrlimit(resource.RLIMIT_AS, (memory_gib << 30, memory_gib << 30))
     try:
-        r = subprocess.run([sys.executable, "-c", CHECK, str(root)], capture_output=True, text=True,
-                           timeout=seconds, preexec_fn=limit)
+        r = subprocess.run([sys.executable, "-c", CHECK, *map(str, roots)], capture_output=True,
+                           text=True, timeout=seconds, preexec_fn=limit)
     except subprocess.TimeoutExpired:
         pytest.fail(f"the dataset scan and check did not finish in {seconds} s (hang)")
     assert r.returncode == 0, r.stderr[-2000:]
     return json.loads(r.stdout)
 
 
-def test_named_pipe_called_png_is_reported_not_read(data):
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory) -> dict:
+    """Three datasets, each with one hostile file, checked in one subprocess
+    (`check_in_subprocess`). Each entry: (dataset root, what scan + check gave, whether every user
+    file was left untouched)."""
+    base = tmp_path_factory.mktemp("hostile")
+    roots = {"pipe": write_sample_subset(base / "pipe", per_class=3, classes=CLASSES),
+             "dev_zero": write_sample_subset(base / "dev_zero", per_class=3, classes=CLASSES),
+             "annotation_pipe": write_sample_subset(base / "annotation_pipe", per_class=2,
+                                                    format="jsonl", classes=CLASSES)}
+    os.mkfifo(roots["pipe"] / "train" / "Bag" / "pipe.png")
+    os.symlink("/dev/zero", roots["dev_zero"] / "train" / "Coat" / "zero.png")
+    os.mkfifo(roots["annotation_pipe"] / "train" / "more.jsonl")
+    before = {name: snapshot(root) for name, root in roots.items()}
+    results = check_in_subprocess(list(roots.values()))
+    return {name: (root, result, snapshot(root) == before[name])
+            for (name, root), result in zip(roots.items(), results)}
+
+
+def test_named_pipe_called_png_is_reported_not_read(hostile):
     "Before: the check opened the pipe and waited for a writer forever."
-    os.mkfifo(data / "train" / "Bag" / "pipe.png")
-    with untouched(data):
-        result = check_in_subprocess(data)
+    data, result, untouched_files = hostile["pipe"]
+    assert untouched_files, "the dataset check modified, moved, added or deleted user files"
     [bad] = result["bad_files"]
     assert (bad["path"], bad["reason"]) == ("train/Bag/pipe.png", "not_a_file")
     assert "named pipe (FIFO), not a regular file" in bad["message"]
     assert str(data / "train/Bag/pipe.png") in bad["message"]
 
 
-def test_link_to_dev_zero_is_reported_not_read(data):
+def test_link_to_dev_zero_is_reported_not_read(hostile):
     "Before: the check read /dev/zero until memory ran out."
-    os.symlink("/dev/zero", data / "train" / "Coat" / "zero.png")
-    with untouched(data):
-        result = check_in_subprocess(data)
+    _, result, untouched_files = hostile["dev_zero"]
+    assert untouched_files, "the dataset check modified, moved, added or deleted user files"
     [bad] = result["bad_files"]
     assert (bad["path"], bad["reason"]) == ("train/Coat/zero.png", "not_a_file")
     assert "character device, not a regular file" in bad["message"]
 
 
-def test_annotation_file_that_is_a_pipe_is_refused(tmp_path):
+def test_annotation_file_that_is_a_pipe_is_refused(hostile):
     "Before: the scan opened the pipe and waited forever."
-    root = write_sample_subset(tmp_path / "data", per_class=2, format="jsonl", classes=CLASSES)
-    os.mkfifo(root / "train" / "more.jsonl")
-    with untouched(root):
-        result = check_in_subprocess(root)
+    root, result, untouched_files = hostile["annotation_pipe"]
+    assert untouched_files, "the dataset check modified, moved, added or deleted user files"
     assert f"{root / 'train' / 'more.jsonl'}: not a regular file" in result["error"]
 
 

@@ -2,12 +2,14 @@
 
 One module-scoped run (real sample images, the library's datamodule with a weighted sampler, a small
 real ImageClassifier, 2 epochs, sanity check on, then `trainer.test`) with every callback the config
-composes, built by `hydra.utils.instantiate` exactly as `classifier-train` builds them. Each test then
+composes (the session's `default_config`, tests/conftest.py), built by `hydra.utils.instantiate`
+exactly as `classifier-train` builds them. Each test then
 checks one promised artifact by content, not only by existence. A second, bare fit (no callbacks)
 proves the stack adds no forward pass to the epochs.
 """
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import warnings
@@ -19,23 +21,20 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger
 
-import classifier_training
 from classifier_training.model import ImageClassifier
 from classifier_training.test_utils import ForwardCounter, tiny_datamodule, tiny_dataset, tiny_module, tiny_trainer
 
-CONF = Path(classifier_training.__file__).resolve().parent / "conf"
 EPOCHS = 2
 SANITY_STEPS = 2
 
 
-def default_callbacks(run_dir: Path) -> dict:
-    "Every callback of the default callbacks group, instantiated from the composed root config."
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        cfg = compose(config_name="train", overrides=[f"paths.run_dir={run_dir}"])
+def default_callbacks(config, run_dir: Path) -> dict:
+    "Every callback of the callbacks group of `config` (a composed config), writing into run_dir."
+    cfg = copy.deepcopy(config)
+    cfg.paths.run_dir = str(run_dir)
     return {name: instantiate(node) for name, node in cfg.callbacks.items()}
 
 
@@ -72,12 +71,12 @@ def fit_counted(run_dir: Path, dm, callbacks: list, **trainer_kwargs) -> SimpleN
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack(tmp_path_factory, default_config):
     tmp = tmp_path_factory.mktemp("stack")
     run = tmp / "run"
     dm = tiny_datamodule(tiny_dataset(tmp / "data", per_class=4), sampler="auto", sampler_seed=0)
     dm.setup()
-    callbacks = default_callbacks(run)
+    callbacks = default_callbacks(default_config, run)
     fit = fit_counted(run, dm, list(callbacks.values()), enable_checkpointing=True, enable_progress_bar=True,
                       logger=CSVLogger(run, name="logs", version=""))
     with warnings.catch_warnings():
@@ -203,12 +202,12 @@ def test_stack_adds_no_forward_pass(stack, tmp_path):
 
 
 @pytest.mark.slow
-def test_stack_under_ddp(tmp_path):
+def test_stack_under_ddp(tmp_path, default_config):
     "Two CPU processes (ddp_spawn, gloo): the test matrix counts both ranks' samples and rank zero alone writes."
     dm = tiny_datamodule(tiny_dataset(tmp_path / "data", per_class=4))
     dm.setup()
     run = tmp_path / "run"
-    callbacks = default_callbacks(run)
+    callbacks = default_callbacks(default_config, run)
     model = tiny_module(dm.num_classes, class_names=dm.class_names, preprocessing=dm.preprocessing.to_dict())
     trainer = tiny_trainer(run, strategy="ddp_spawn", accelerator="cpu", devices=2, max_epochs=1, limit_train_batches=None,
                            limit_val_batches=None, limit_test_batches=None, enable_checkpointing=True,

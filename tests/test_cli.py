@@ -1,6 +1,9 @@
-"""The real `classifier-train` CLI in subprocesses, on tiny real data from the embedded sample.
+"""The real `classifier-train` CLI, on tiny real data from the embedded sample.
 
-Fast (default suite): strict-config errors, a dry run, one tiny 1-epoch run with the default config.
+Fast (default suite): strict-config errors (one through the installed console script in a
+subprocess, the others by `main()` in this process: `cli_runs.in_process`), a dry run (`python -m`,
+a subprocess), the artifacts of the session's finished run (`finished_run` in tests/conftest.py: the
+default config, one epoch), resume errors (in this process).
 Slow (`-m slow`): every dataset format, resume after kill -9, DDP on 2 CPU processes, a dry run on the full sample.
 """
 import json
@@ -15,6 +18,8 @@ import pytest
 import torch
 
 from classifier_training.data.sample import write_sample_subset
+from classifier_training.test_utils import TINY_CLASSES
+from cli_runs import BOOT_CLASS, CANTA, in_process
 
 BIN = Path(sys.executable).parent
 CLI = [str(BIN / "classifier-train")]
@@ -22,6 +27,7 @@ MODULE = [sys.executable, "-m", "classifier_training.train"]
 QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 TINY = ["data.image_size=32", "data.batch_size=16", "trainer.max_epochs=1", *QUIET]
 CLASSES = ("Bag", "Coat", "Sneaker", "Trouser")
+FINISHED_RUN_CLASSES = (BOOT_CLASS, "Coat", "Sneaker", CANTA)  # natural order: "ankle boot" first
 
 
 def run_cli(args, tmp_path, cmd=CLI, timeout=600, **kw):
@@ -36,7 +42,8 @@ def explain(proc):
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
+def four_classes(tmp_path_factory):
+    "Real sample images of four classes, 8 per class and split (the DDP run)."
     return write_sample_subset(tmp_path_factory.mktemp("data") / "folders", per_class=8, classes=CLASSES)
 
 
@@ -67,15 +74,18 @@ def assert_run_folder(run: Path, classes=CLASSES):
 
 # ---------------------------------------------------------------- fast: strict config and dry run
 
-@pytest.mark.parametrize("override,expected", [
-    ("data.bach_size=8", "did you mean 'data.batch_size'"),
-    ("trainer.max_epochs=two", "trainer.max_epochs"),
-    ("logger=tensorbord", "logger=tensorboard"),
+@pytest.mark.parametrize("override,expected,route", [
+    ("data.bach_size=8", "did you mean 'data.batch_size'", "console script"),  # for real
+    ("trainer.max_epochs=two", "trainer.max_epochs", "in process"),
+    ("logger=tensorbord", "logger=tensorboard", "in process"),
 ])
-def test_strict_config_fails_before_any_data_is_read(tmp_path, override, expected):
+def test_strict_config_fails_before_any_data_is_read(tmp_path, monkeypatch, capsys, override,
+                                                     expected, route):
     # data.root does not exist: a run that reached the data would fail with a dataset error instead
     run = tmp_path / "run"
-    proc = run_cli([override, f"data.root={tmp_path / 'no_such_dataset'}", f"hydra.run.dir={run}"], tmp_path)
+    args = [override, f"data.root={tmp_path / 'no_such_dataset'}"]
+    if route == "in process": proc = in_process(args, run, monkeypatch, capsys)
+    else: proc = run_cli([*args, f"hydra.run.dir={run}"], tmp_path)
     assert proc.returncode == 2, explain(proc)
     assert expected in proc.stderr, explain(proc)
     assert "Traceback" not in proc.stderr + proc.stdout
@@ -88,17 +98,17 @@ def test_dry_run_prints_config_data_and_callbacks_and_trains_nothing(tmp_path, t
     assert proc.returncode == 0, explain(proc)
     out = proc.stdout
     assert "Resolved config" in out and "backbone: resnet10t" in out
-    assert all(c in out for c in CLASSES)
+    assert all(c in out for c in TINY_CLASSES)
     assert "ModelCheckpoint" in out and "EMACallback" in out
     assert not (run / "checkpoints").exists() and not (run / "model.onnx").exists()
     assert not (run / "metrics.json").exists() and not (run / "run_manifest.json").exists()
 
 
-def test_tiny_run_with_the_default_config(tmp_path, tiny_data):
-    run = tmp_path / "run"
-    proc = run_cli([f"data.root={tiny_data}", f"hydra.run.dir={run}", *TINY], tmp_path)
+def test_tiny_run_with_the_default_config(finished_run):
+    "The session's finished run: the default config (32 px, one epoch) on data with damaged files."
+    proc, run = finished_run.run, finished_run.run.run_dir
     assert proc.returncode == 0, explain(proc)
-    metrics, manifest = assert_run_folder(run)
+    metrics, manifest = assert_run_folder(run, FINISHED_RUN_CLASSES)
     assert "test/acc_top1" in proc.stdout  # the summary table
     log = (run / "train.log").read_text(encoding="utf-8")  # what the terminal showed, kept in the run folder
     assert "classifier-train summary" in log and "data.root" in log and "`Trainer.fit` stopped" in log, log[-3000:]
@@ -106,21 +116,22 @@ def test_tiny_run_with_the_default_config(tmp_path, tiny_data):
     assert manifest["world_size"] == 1 and manifest["resumed_from"] is None
     assert (run / "logs" / "metrics.csv").is_file()  # the default CSV logger writes into the run folder
     cfg = (run / "config.yaml").read_text()
-    assert f"root: {tiny_data}" in cfg and "image_size: 32" in cfg
+    assert f"root: {finished_run.data_root}" in cfg and "image_size: 32" in cfg
 
 
-def test_missing_resume_path_is_a_config_error(tmp_path, tiny_data):
-    proc = run_cli([f"data.root={tiny_data}", f"resume={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path / 'run'}",
-                    *TINY], tmp_path)
+def test_missing_resume_path_is_a_config_error(tmp_path, tiny_data, monkeypatch, capsys):
+    proc = in_process([f"data.root={tiny_data}", f"resume={tmp_path / 'nope.ckpt'}", *TINY],
+                      tmp_path / "run", monkeypatch, capsys)
     assert proc.returncode == 2, explain(proc)
     assert "nope.ckpt" in proc.stderr and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
     assert "nope.ckpt" in (tmp_path / "run" / "train.log").read_text(encoding="utf-8")  # the error is in the log too
 
 
-def test_resume_from_a_file_that_is_not_a_checkpoint_is_a_config_error(tmp_path, tiny_data):
+def test_resume_from_a_file_that_is_not_a_checkpoint_is_a_config_error(tmp_path, tiny_data,
+                                                                      monkeypatch, capsys):
     (tmp_path / "notes.ckpt").write_text("not a checkpoint")
-    proc = run_cli([f"data.root={tiny_data}", f"resume={tmp_path / 'notes.ckpt'}", f"hydra.run.dir={tmp_path / 'run'}",
-                    *TINY], tmp_path)
+    proc = in_process([f"data.root={tiny_data}", f"resume={tmp_path / 'notes.ckpt'}", *TINY],
+                      tmp_path / "run", monkeypatch, capsys)
     assert proc.returncode == 2, explain(proc)
     assert "notes.ckpt" in proc.stderr and "not a readable checkpoint" in proc.stderr and "Traceback" not in proc.stderr
     assert (tmp_path / "notes.ckpt").read_text() == "not a checkpoint"  # the user's file is untouched
@@ -181,9 +192,10 @@ def test_resume_after_kill_9_in_the_middle_of_an_epoch(tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_on_two_cpu_processes_writes_each_artifact_once(tmp_path, tiny_data):
+def test_ddp_on_two_cpu_processes_writes_each_artifact_once(tmp_path, four_classes):
     run = tmp_path / "run"
-    proc = run_cli([f"data.root={tiny_data}", f"hydra.run.dir={run}", *TINY, "trainer.accelerator=cpu",
+    proc = run_cli([f"data.root={four_classes}", f"hydra.run.dir={run}", *TINY,
+                    "trainer.accelerator=cpu",
                     "trainer.devices=2", "trainer.strategy=ddp"], tmp_path, cmd=MODULE)
     assert proc.returncode == 0, explain(proc)
     metrics, manifest = assert_run_folder(run)

@@ -236,12 +236,22 @@ try: print(scan_dataset(sys.argv[1], verbose=False).class_names)
 except DatasetError as e: print("DatasetError:", e)"""
 
 
-def _scan_with_hash_seed(root, seed: str) -> str:
-    "What a fresh interpreter with this PYTHONHASHSEED makes of the dataset: class list or error."
-    r = subprocess.run([sys.executable, "-c", SCAN, str(root)], capture_output=True, text=True,
-                       env={**os.environ, "PYTHONHASHSEED": seed}, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    return r.stdout.strip()
+def _scan_with_hash_seeds(root, seeds: tuple[str, ...]) -> dict[str, str]:
+    "What fresh interpreters (side by side) with these PYTHONHASHSEEDs make of the dataset."
+    procs = {seed: subprocess.Popen([sys.executable, "-c", SCAN, str(root)], text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    env={**os.environ, "PYTHONHASHSEED": seed})
+             for seed in seeds}
+    seen = {}
+    try:
+        for seed, proc in procs.items():
+            out, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err[-2000:]
+            seen[seed] = out.strip()
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None: proc.kill(); proc.wait()
+    return seen
 
 
 def test_class_order_is_the_same_in_every_process(tmp_path):
@@ -253,7 +263,7 @@ def test_class_order_is_the_same_in_every_process(tmp_path):
     for split in SPLITS:
         for name in ("cat", "Cat", "CAT"):
             shutil.copytree(root / split / "Bag", root / split / name)
-    seen = {seed: _scan_with_hash_seed(root, seed) for seed in ("0", "3")}
+    seen = _scan_with_hash_seeds(root, ("0", "3"))
     assert seen["0"] == seen["3"], seen
     assert seen["0"].startswith("DatasetError:")
     assert "differ only in letter case: 'CAT' / 'Cat' / 'cat'." in seen["0"]

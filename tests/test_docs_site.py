@@ -9,7 +9,7 @@ another page of the site resolves and none points at the hosted site instead. Th
 every page. Without Chromium the browser tests FAIL and name the command that installs it (`make test` runs it
 when root with apt-get); `CLASSIFIER_TRAINING_SKIP_BROWSER=1` skips them instead, on purpose.
 `DOCS_SITE_BUILT=1` checks the _docs/ already built (e.g. by `make docs`, with outputs) instead of building it
-again.
+again. One browser and one tab visit every page (a fresh tab per page cost about a second each).
 """
 import configparser
 import importlib
@@ -17,8 +17,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -71,12 +69,9 @@ def _local_path(url: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def site():
-    if os.environ.get("DOCS_SITE_BUILT") != "1":
-        # --no-execute: the pages without demo outputs (`make docs` adds them); fast enough for every test run
-        subprocess.run([sys.executable, str(ROOT / "tools" / "build_docs.py"), "--no-execute"], cwd=ROOT, check=True)
-    assert (ROOT / "_docs" / "index.html").is_file(), "no _docs/index.html: run `make docs`"
-    return ROOT / "_docs"
+def site(docs_site):
+    "The site in _docs/ (`docs_site` in tests/conftest.py: tools/build_docs.py --no-execute)."
+    return docs_site
 
 
 def chromium_missing_action(chromium: str | None, env) -> tuple[str, str] | None:
@@ -112,17 +107,24 @@ def browser():
         b.close()
 
 
+@pytest.fixture(scope="module")
+def tab(browser):
+    "The one tab that visits every page."
+    page = browser.new_page()
+    yield page
+    page.close()
+
+
 def test_every_notebook_has_a_page(site):
     missing = [str(rel) for rel, _, _ in PAGES if not (site / rel).is_file()]
     assert not missing, f"pages not built: {missing}"
 
 
-def test_sidebar_links_every_page(browser, site):  # browser first: no Chromium fails before a build
-    page = browser.new_page()
-    page.goto((site / "index.html").as_uri(), wait_until="load")
-    hrefs = page.evaluate("Array.from(document.querySelectorAll('#quarto-sidebar a[href]')).map(a => a.href)")
-    sidebar = page.locator("#quarto-sidebar").inner_text()
-    page.close()
+def test_sidebar_links_every_page(tab, site):  # the browser first: no Chromium fails before a build
+    tab.goto((site / "index.html").as_uri(), wait_until="load")
+    hrefs = tab.evaluate("Array.from(document.querySelectorAll('#quarto-sidebar a[href]'))"
+                         ".map(a => a.href)")
+    sidebar = tab.locator("#quarto-sidebar").inner_text()
     linked = {_local_path(h).resolve() for h in hrefs if h.startswith("file://")}
     unlinked = [str(rel) for rel, _, _ in PAGES if (site / rel).resolve() not in linked]
     assert not unlinked, f"pages missing from the sidebar: {unlinked}"
@@ -130,10 +132,11 @@ def test_sidebar_links_every_page(browser, site):  # browser first: no Chromium 
 
 
 @pytest.mark.parametrize("rel,title,module", PAGES, ids=[str(p[0]) for p in PAGES])
-def test_page_renders_in_a_browser(browser, site, rel, title, module):
-    page = browser.new_page()
+def test_page_renders_in_a_browser(tab, site, rel, title, module):
+    page = tab
+    # "load": the images are in and smalldocs.js (deferred) has run; a page fetches nothing after
+    # it unless someone searches (search.json): waiting for network idle waited out a web font
     page.goto((site / rel).as_uri(), wait_until="load")
-    page.wait_for_load_state("networkidle")
     problems = []  # every check runs, so one failure names everything wrong with the page
     heading = page.locator("h1").first.inner_text()
     if title.split(":")[0].strip() not in heading: problems.append(f"title {title!r} not rendered (h1 is {heading!r})")
@@ -159,5 +162,4 @@ def test_page_renders_in_a_browser(browser, site, rel, title, module):
                                    f"(outside code): {absent}. Functions and classes get a show_doc entry from their "
                                    "`#| export` cell; give each constant a markdown cell after its definition that "
                                    "names it in backticks and says what it holds")
-    page.close()
     assert not problems, f"{rel}:\n" + "\n".join(f"- {p}" for p in problems)

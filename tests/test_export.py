@@ -1,5 +1,7 @@
-"""ONNX export: one self-contained, checked, deterministic file; metadata round trip; dynamic batch; verification
-that catches a corrupted export; EMA/raw weights from checkpoints; the classifier-export CLI."""
+"""ONNX export: one self-contained, checked file; metadata round trip; dynamic batch; verification
+that catches a corrupted export; EMA/raw weights from checkpoints; the classifier-export CLI. The
+model is the session's `tiny_export` (tests/conftest.py). That exporting the same weights twice
+gives the same bytes is tested in nbs/30_export.ipynb."""
 import json
 import subprocess
 import sys
@@ -16,12 +18,12 @@ from classifier_training.data.datasets import load_image_rgb
 from classifier_training.data.transforms import build_eval_transform
 from classifier_training.checkpoints import load_checkpoint_model
 from classifier_training.export import METADATA_KEYS, export_onnx, verify_onnx
-from classifier_training.test_utils import tiny_trained_export
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    return tiny_trained_export(tmp_path_factory.mktemp("export"))
+def demo(tiny_export):
+    "The session's tiny trained, exported model (`tiny_export` in tests/conftest.py)."
+    return tiny_export
 
 
 def _cli(*args):
@@ -70,12 +72,6 @@ def test_metadata_round_trip(demo):
     assert [l["batch_size"] for l in report["latency"]] == [1, 32] and all(l["speedup"] > 0 for l in report["latency"])
     md = demo.result.report_md_path.read_text()
     assert "| 7 |" in md and "speed-up" in md
-
-
-def test_same_weights_same_bytes(demo, tmp_path):
-    again = export_onnx(demo.model, tmp_path, verify_images=demo.datamodule.val_dataset.paths[:3], latency_repeats=0)
-    assert again.sha256 == demo.result.sha256
-    assert (tmp_path / "model.onnx").read_bytes() == demo.model_path.read_bytes()
 
 
 def test_corrupted_export_is_caught(demo):

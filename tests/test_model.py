@@ -23,8 +23,9 @@ EVAL_KEYS = ["loss", "acc_top1", "acc_top5", "f1_macro"] + [f"recall/{c}" for c 
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    return tiny_dataset(tmp_path_factory.mktemp("data") / "tiny", per_class=8)
+def data(tiny_data) -> Path:
+    "The session's tiny dataset (tests/conftest.py): TINY_CLASSES, 8 images per class and split."
+    return tiny_data
 
 
 @pytest.fixture()

@@ -1,5 +1,9 @@
 """The torch-free predictor: it agrees with the PyTorch evaluation pipeline on the whole sample test split, never
-imports torch, decodes images exactly as training does, and the classifier-predict CLI reports errors clearly."""
+imports torch, decodes images exactly as training does, and the classifier-predict CLI reports errors clearly.
+
+`classifier-predict` runs in a fresh interpreter that fails if torch gets imported (`_predict`)
+where that is the point (the agreement, no torch, one error's exit path); the other CLI cases call
+its `main()` in this process (`_predict_here`)."""
 import csv
 import json
 import os
@@ -7,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -16,7 +21,6 @@ from PIL import Image
 
 from classifier_training.core import PreprocessingConfig, load_image_rgb
 from classifier_training.data.transforms import build_eval_transform
-from classifier_training.test_utils import tiny_trained_export
 from classifier_training.predict import ModelFileError, OnnxClassifier, preprocess_image
 
 PREDICT = ("import sys; from classifier_training.predict import main; rc = main(sys.argv[1:]); "
@@ -24,14 +28,23 @@ PREDICT = ("import sys; from classifier_training.predict import main; rc = main(
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    "A tiny model trained briefly on sample images, exported; the data root holds the whole sample test split."
-    return tiny_trained_export(tmp_path_factory.mktemp("predict"), test_per_class=100)
+def demo(tiny_export):
+    "The session's tiny trained, exported model (`tiny_export` in tests/conftest.py)."
+    return tiny_export
 
 
 def _predict(*args):
     "Run classifier-predict in a fresh interpreter that fails if torch gets imported."
     return subprocess.run([sys.executable, "-c", PREDICT, *map(str, args)], capture_output=True, text=True, timeout=600)
+
+
+def _predict_here(capsys, *args) -> SimpleNamespace:
+    "classifier-predict's `main()` in this process: exit status, stdout and stderr, as `_predict`."
+    from classifier_training.predict import main
+    capsys.readouterr()
+    returncode = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return SimpleNamespace(returncode=returncode, stdout=out, stderr=err)
 
 
 def _agreement(demo, tmp_path, step):
@@ -88,24 +101,25 @@ def test_metadata_and_batching(demo):
     assert [p.path for p in runs[0]] == [str(f) for f in files]
 
 
-def test_cli_outputs_and_skips_unreadable_files(demo, tmp_path):
+def test_cli_outputs_and_skips_unreadable_files(demo, tmp_path, capsys):
     folder = tmp_path / "imgs" / "nested"
     folder.mkdir(parents=True)
     for f in sorted((demo.data_root / "val" / "Bag").glob("*.png"))[:3]: (folder / f.name).write_bytes(f.read_bytes())
     (folder / "broken.png").write_bytes(b"\x89PNG not really")
     (folder / "readme.txt").write_text("not an image, not an image extension: ignored")
-    r = _predict(demo.model_path, tmp_path / "imgs", tmp_path / "missing.jpg", "--top-k", "2", "--out", tmp_path / "p.csv")
+    r = _predict_here(capsys, demo.model_path, tmp_path / "imgs", tmp_path / "missing.jpg",
+                      "--top-k", "2", "--out", tmp_path / "p.csv")
     assert r.returncode == 0, r.stderr
     assert "skipped" in r.stderr and "broken.png" in r.stderr and "missing.jpg" in r.stderr
     rows = list(csv.DictReader((tmp_path / "p.csv").open()))
     assert len(rows) == 3 and list(rows[0]) == ["path", "label", "probability", "top2_label", "top2_probability"]
     assert all(float(r["probability"]) >= float(r["top2_probability"]) for r in rows)
-    r = _predict(demo.model_path, folder / "broken.png")
+    r = _predict_here(capsys, demo.model_path, folder / "broken.png")
     assert r.returncode == 1 and "0 image(s) predicted, 1 skipped" in r.stderr
 
 
 @pytest.mark.parametrize("case", ["missing", "not_onnx", "no_metadata", "no_images"])
-def test_cli_errors(demo, tmp_path, case):
+def test_cli_errors(demo, tmp_path, capsys, case):
     image = next((demo.data_root / "val").rglob("*.png"))
     model, expected = {"missing": (tmp_path / "absent.onnx", "no such file"),
                        "not_onnx": (image, "not a readable ONNX model"),
@@ -116,7 +130,8 @@ def test_cli_errors(demo, tmp_path, case):
         del plain.metadata_props[:]
         onnx.save(plain, str(model))
     paths = [tmp_path] if case == "no_images" else [image]
-    r = _predict(model, *paths)
+    # "missing" in a fresh interpreter (the real command's exit path), the others in this process
+    r = _predict(model, *paths) if case == "missing" else _predict_here(capsys, model, *paths)
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert "Traceback" not in r.stderr and expected in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("classifier-predict: error: "), r.stderr
@@ -190,7 +205,7 @@ def _edited(demo, path, **changes):
 
 
 @pytest.mark.parametrize("case", ["fewer_names", "more_names", "image_size"])
-def test_metadata_that_disagrees_with_the_graph_is_refused_at_load(demo, tmp_path, case):
+def test_metadata_that_disagrees_with_the_graph_is_refused_at_load(demo, tmp_path, capsys, case):
     """Before: fewer names gave an IndexError traceback, more names predicted with a wrong class
     list (exit 0), a wrong image_size gave a raw onnxruntime error. Now the model is refused when
     loaded, in one line that says what disagrees."""
@@ -204,7 +219,7 @@ def test_metadata_that_disagrees_with_the_graph_is_refused_at_load(demo, tmp_pat
     }[case]
     model = _edited(demo, tmp_path / f"{case}.onnx", **changes)
     image = next((demo.data_root / "val").rglob("*.png"))
-    r = _predict(model, image, "--top-k", "10")
+    r = _predict_here(capsys, model, image, "--top-k", "10")
     assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
     assert r.stdout == "" and "Traceback" not in r.stderr
     assert r.stderr.startswith("classifier-predict: error: "), r.stderr

@@ -1,248 +1,41 @@
-"""Reliability (issue 10) through the real `classifier-train` CLI: bad data, interrupted saves, atomic artifacts,
-non-finite loss, crash + resume, reproducibility and safe checkpoint loading.
+"""Reliability (issue 10) through the real `classifier-train` CLI: bad data, interrupted saves,
+atomic artifacts, non-finite loss, crash + resume, reproducibility and safe checkpoint loading.
 
-Every run is the real CLI in a subprocess on tiny real data (Fashion-MNIST sample images, scikit-learn's sample photo
-for JPEG cases), `model.backbone=test_resnet`, 32 px, one epoch. Component-level cases live elsewhere and are not
-repeated here: tests/test_bad_inputs.py (every bad input through scan + check, all three policies),
-tests/test_cli.py (kill -9 in the middle of an epoch then resume; DDP), tests/test_callbacks_ema.py (EMA state across a
-crash, in-process), tests/test_predict_cli.py (the predictor skips unreadable or missing images and goes on with the
-batch: `test_cli_outputs_and_skips_unreadable_files`).
+Every run is the real CLI on tiny real data (Fashion-MNIST sample images, scikit-learn's sample
+photo for JPEG cases), 32 px, one epoch. Component-level cases live elsewhere and are not repeated
+here: tests/test_bad_inputs.py (every bad input through scan + check, all three policies),
+tests/test_cli.py (kill -9 in the middle of an epoch then resume; DDP), tests/test_callbacks_ema.py
+(EMA state across a crash, in-process), tests/test_predict_cli.py (the predictor skips unreadable or
+missing images and goes on with the batch: `test_cli_outputs_and_skips_unreadable_files`).
 
-Fast (default suite): one run on a dataset holding every damaged case at once (skip policy; it also audits how every
-artifact is written), two runs that must stop before training (policy fail, a single class), a checkpoint save killed
-half way, a non-finite loss, and the checkpoint loaders fed a checkpoint with pickled code. The subprocesses of a
-fixture run side by side (at most 3 at a time). Slow (`-m slow`): the other stop cases (no train/, an annotation path
-escaping the root), crash + resume equals an uninterrupted run, two runs with one seed are identical, and `resume=` a
-checkpoint with pickled code.
+Fast (default suite): the session's finished run (`finished_run` in tests/conftest.py, built by
+tests/cli_runs.py: a subprocess running the default config on a dataset holding every damaged case
+at once, skip policy, audited, in the folder of a checkpoint save killed half way) and what it left;
+two runs that must stop before training (policy fail, a single class) and a non-finite loss, run by
+`main()` in this process (`cli_runs.in_process`); the checkpoint loaders fed a checkpoint with
+pickled code. Slow (`-m slow`), in subprocesses: the other stop cases (no train/, an annotation path
+escaping the root), crash + resume equals an uninterrupted run, two runs with one seed are
+identical, and `resume=` a checkpoint with pickled code.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import csv
-import dataclasses
 import hashlib
-import io
 import json
 import os
 import re
-import shutil
 import stat
-import struct
-import subprocess
-import sys
-import time
-import unicodedata
-import zlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from classifier_training.core import sha256_file
 from classifier_training.data.sample import write_sample_subset
-
-QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
-TINY_DEFAULTS = {"model.backbone": "test_resnet", "data.image_size": 32, "data.batch_size": 8, "trainer.max_epochs": 1}
-
-
-def tiny(**overrides) -> list[str]:
-    "Overrides of a tiny run (one per key: `tiny(data__batch_size=2)` replaces data.batch_size)."
-    keys = {**TINY_DEFAULTS, **{k.replace("__", "."): v for k, v in overrides.items()}}
-    return [f"{k}={v}" for k, v in keys.items()] + QUIET
-
-
-TINY = tiny()
-MAX_PARALLEL = 3  # CLI processes at once (each holds about 1 GB)
-
-
-# ---------------------------------------------------------------- running the CLI
-@dataclasses.dataclass
-class Run:
-    "A finished CLI process: its output, exit status, run folder and wall time."
-    args: list[str]
-    returncode: int
-    stdout: str
-    stderr: str
-    run_dir: Path
-    seconds: float
-
-    @property
-    def output(self) -> str: return self.stdout + self.stderr
-
-    def explain(self) -> str:
-        return f"exit {self.returncode}\n--- stdout ---\n{self.stdout[-6000:]}\n--- stderr ---\n{self.stderr[-6000:]}"
-
-
-def cli(args: list, run_dir: Path, boot: str | None = None, env: dict | None = None, timeout: int = 900) -> Run:
-    """Run `python -m classifier_training.train ARGS hydra.run.dir=RUN_DIR` (or, with `boot`, that Python code, which
-    ends by calling `classifier_training.train.main()` exactly as the `classifier-train` console script does)."""
-    run_dir = Path(run_dir)
-    work = run_dir.parent
-    work.mkdir(parents=True, exist_ok=True)
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8", "COLUMNS": "250",
-                "CLASSIFIER_TRAINING_CACHE": str(work / f"cache_{run_dir.name}"), **(env or {})}
-    full_env.pop("HYDRA_FULL_ERROR", None)
-    args = [*map(str, args), f"hydra.run.dir={run_dir}"]
-    cmd = [sys.executable, "-c", boot, *args] if boot else [sys.executable, "-m", "classifier_training.train", *args]
-    t0 = time.perf_counter()
-    p = subprocess.run(cmd, cwd=work, env=full_env, capture_output=True, text=True, encoding="utf-8",
-                       errors="replace", timeout=timeout)
-    return Run(args, p.returncode, p.stdout, p.stderr, run_dir, time.perf_counter() - t0)
-
-
-def run_parallel(jobs: dict[str, dict]) -> dict[str, Run]:
-    "Run several `cli(**kwargs)` jobs side by side (MAX_PARALLEL at a time)."
-    with concurrent.futures.ThreadPoolExecutor(MAX_PARALLEL) as ex:
-        futures = {name: ex.submit(cli, **kw) for name, kw in jobs.items()}
-        return {name: f.result() for name, f in futures.items()}
-
-
-def no_traceback(run: Run) -> bool:
-    return "Traceback (most recent call last)" not in run.output
-
-
-# ---------------------------------------------------------------- the user's files
-def snapshot(root: Path) -> dict[str, str]:
-    "Every file (sha256), folder and symlink (its target) under root; links are not followed, so loops are harmless."
-    out = {}
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            p = Path(folder) / name
-            rel = str(p.relative_to(root))
-            if p.is_symlink(): out[rel] = "link -> " + os.readlink(p)
-            elif p.is_dir(): out[rel] = "dir"
-            else: out[rel] = sha256_file(p)
-    return out
-
-
-# ---------------------------------------------------------------- damaged images
-def photo(width: int, height: int) -> Image.Image:
-    "A real colour photo (scikit-learn's china.jpg) shrunk to width x height."
-    from sklearn.datasets import load_sample_images
-    return Image.fromarray(load_sample_images().images[0]).resize((width, height))
-
-
-def jpeg_bytes(img: Image.Image, **kw) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=90, **kw)
-    return buf.getvalue()
-
-
-def png_bomb(width: int = 10_000, height: int = 10_000) -> bytes:
-    "A valid 1-bit PNG of width x height pixels (100 megapixels: over Pillow's 89.5 M limit) in about 12 kB."
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-    rows = (b"\0" * (1 + (width + 7) // 8)) * height  # filter byte + packed bits, all black
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b""))
-
-
-CANTA = "Çanta über"  # a class name with a space and non-ASCII letters (val/ holds it in NFD, as macOS writes it)
-BOOT_CLASS = "ankle boot"
-# (test id, path relative to the dataset root, reason the check must give)
-BAD_CASES = [
-    ("truncated_jpeg", "train/Coat/cut.jpg", "truncated"),
-    ("truncated_jpeg_in_val", f"val/{BOOT_CLASS}/cut_val.jpg", "truncated"),
-    ("zero_byte_file", "train/Coat/zero.png", "empty"),
-    ("text_file_with_an_image_extension", "train/Coat/notes.jpg", "not_an_image"),
-    ("decompression_bomb", "train/Coat/bomb.png", "too_large"),
-]
-IGNORED_CASES = [("ds_store", f"train/{CANTA}/.DS_Store"), ("readme_txt", "train/Coat/README.txt")]
-# valid but unusual images: all in train/Çanta über, which must keep 4 sample images + these
-VALID_CASES = [
-    ("cmyk_jpeg", "cmyk.jpg"), ("16_bit_png", "wide16.png"), ("palette_png_with_transparency", "palette.png"),
-    ("rgba", "rgba.png"), ("grayscale", "gray.bmp"), ("exif_rotated_photo", "phone.jpg"), ("1x1_image", "dot.png"),
-    ("upper_case_JPG", "A.JPG"), ("upper_case_PNG", "B.PNG"), ("upper_case_Jpeg", "C.Jpeg"),
-]
-PER_CLASS = 4
-
-
-def build_damaged_dataset(folder: Path) -> Path:
-    "One small folders dataset that holds every damaged case of the catalogue at once."
-    root = write_sample_subset(folder / "data", per_class=PER_CLASS, classes=("Bag", "Coat", "Sandal", "Sneaker"))
-    for split in ("train", "val", "test"):
-        os.rename(root / split / "Bag", root / split / unicodedata.normalize("NFD" if split == "val" else "NFC", CANTA))
-        os.rename(root / split / "Sandal", root / split / BOOT_CLASS)
-    canta = root / "train" / CANTA
-    gray = np.asarray(Image.open(next(canta.glob("*.png"))))  # a real 28x28 grayscale sample image
-    # broken files: the run must leave them out and say why
-    (root / "train/Coat/cut.jpg").write_bytes(jpeg_bytes(photo(64, 48))[:1500])
-    (root / f"val/{BOOT_CLASS}/cut_val.jpg").write_bytes(jpeg_bytes(photo(64, 48))[:1500])
-    (root / "train/Coat/zero.png").write_bytes(b"")
-    (root / "train/Coat/notes.jpg").write_text("meeting notes, not a picture\n")
-    (root / "train/Coat/bomb.png").write_bytes(png_bomb())
-    # stray non-image files
-    (canta / ".DS_Store").write_bytes(b"\0\0\0\1Bud1\0\0\x10\0")
-    (root / "train/Coat/README.txt").write_text("coats from the spring catalogue\n")
-    # unusual but valid images
-    photo(64, 48).convert("CMYK").save(canta / "cmyk.jpg", quality=95)
-    Image.fromarray(gray.astype(np.uint16) * 257).save(canta / "wide16.png")
-    pal = Image.fromarray(gray).convert("P")
-    pal.save(canta / "palette.png", transparency=pal.getpixel((0, 0)))
-    Image.fromarray(np.dstack([gray, gray, gray, np.where(gray > 0, 255, 0).astype(np.uint8)]), "RGBA").save(canta / "rgba.png")
-    Image.fromarray(gray).save(canta / "gray.bmp")
-    exif = Image.Exif()
-    exif[0x0112] = 6  # stored 90 wide x 30 high; upright (EXIF applied) it is 30 wide x 90 high
-    photo(90, 30).save(canta / "phone.jpg", exif=exif, quality=95)
-    Image.new("RGB", (1, 1), (10, 200, 30)).save(canta / "dot.png")
-    rgb = Image.fromarray(gray).convert("RGB")
-    rgb.save(canta / "A.JPG", format="JPEG")
-    rgb.save(canta / "B.PNG", format="PNG")
-    rgb.save(canta / "C.Jpeg", format="JPEG", quality=60)  # not byte-equal to A.JPG (that would be a duplicate)
-    # layout: an empty class folder, a class missing from val, a val label unknown to train, a symlink loop
-    (root / "train" / "Dress").mkdir()
-    shutil.rmtree(root / "val" / "Coat")
-    shirt = write_sample_subset(folder / "shirt", per_class=1, splits=("val",), classes=("Shirt",))
-    shutil.copytree(shirt / "val" / "Shirt", root / "val" / "Shirt")
-    os.symlink(root / "train", root / "train" / "Sneaker" / "loop")  # Sneaker/loop -> train/ -> Sneaker/ -> ...
-    return root
-
-
-# ---------------------------------------------------------------- subprocess helpers (Python run with `-c`)
-KILLED_SAVE = r"""
-import io, os, signal, sys, torch
-from classifier_training.checkpoints import AtomicCheckpointIO
-path = sys.argv[1]
-plugin = AtomicCheckpointIO()
-plugin.save_checkpoint({"state_dict": {"w": torch.arange(1000.0)}, "global_step": 1, "epoch": 0}, path)  # A
-real_save = torch.save
-def dying_save(obj, f, *args, **kwargs):  # write half of the bytes of B, make sure they hit the disk, die
-    buf = io.BytesIO(); real_save(obj, buf, *args, **kwargs); data = buf.getvalue()
-    f.write(data[: len(data) // 2]); f.flush(); os.fsync(f.fileno())
-    os.kill(os.getpid(), signal.SIGKILL)
-torch.save = dying_save
-plugin.save_checkpoint({"state_dict": {"w": torch.zeros(2_000_000)}, "global_step": 2, "epoch": 1}, path)  # B
-"""
-
-# `classifier-train` under an audit hook that logs every open-for-writing and rename inside the run folder
-AUDITED_TRAIN = r"""
-import os, sys
-watch = os.path.abspath(os.environ["CT_AUDIT_DIR"]) + os.sep
-log = open(os.environ["CT_AUDIT_LOG"], "w", encoding="utf-8", buffering=1)
-WRITE = os.O_WRONLY | os.O_RDWR
-def _path(p):
-    if isinstance(p, bytes): p = os.fsdecode(p)
-    if isinstance(p, os.PathLike): p = os.fspath(p)
-    return os.path.abspath(p) if isinstance(p, str) else None
-def hook(event, args):
-    try:
-        if event == "open":
-            path, mode, flags = args
-            writing = (isinstance(flags, int) and flags & WRITE) or (isinstance(mode, str) and any(c in mode for c in "wax+"))
-            p = _path(path) if writing else None
-            if p and p.startswith(watch): log.write("open\t" + p + "\n")
-        elif event == "os.rename":
-            src, dst = _path(args[0]), _path(args[1])
-            if dst and dst.startswith(watch): log.write("rename\t" + str(src) + "\t" + dst + "\n")
-    except Exception:
-        pass
-sys.addaudithook(hook)
-import classifier_training.train as T
-sys.argv = ["classifier-train", *sys.argv[1:]]
-T.main()
-"""
+from cli_runs import (BAD_CASES, BOOT_CLASS, CANTA, IGNORED_CASES, PER_CLASS, TEMP_NAME, TINY,
+                      VALID_CASES, Run, cli, in_process, jpeg_bytes, no_traceback, photo,
+                      run_parallel, snapshot, tiny)
 
 # `classifier-train` that SIGKILLs itself right after last.ckpt of epoch CT_CRASH_AFTER_EPOCH is in place
 CRASHING_TRAIN = r"""
@@ -260,34 +53,12 @@ sys.argv = ["classifier-train", *sys.argv[1:]]
 T.main()
 """
 
-TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")  # core.atomic_writer's temporary files: .<name>.<random>.tmp
 
 
 # ---------------------------------------------------------------- fixtures: every fast run of this module
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("reliability")
-
-
-@pytest.fixture(scope="module")
-def interrupted_save(work):
-    """A process saves checkpoint A with the pipeline's AtomicCheckpointIO into <run>/checkpoints/last.ckpt, then is
-    SIGKILLed half way through saving B. What it left is recorded here, before the damaged run reuses the folder."""
-    run_dir = work / "damaged_run"
-    last = run_dir / "checkpoints" / "last.ckpt"
-    p = subprocess.run([sys.executable, "-c", KILLED_SAVE, str(last)], capture_output=True, text=True, timeout=600)
-    temps = sorted(last.parent.glob(".last.ckpt.*.tmp"))
-    try: loaded = torch.load(last, map_location="cpu", weights_only=True)
-    except Exception as e: loaded = f"{type(e).__name__}: {e}"
-    return {"returncode": p.returncode, "stderr": p.stderr, "run_dir": run_dir, "temps": temps,
-            "temp_sizes": [t.stat().st_size for t in temps], "loaded": loaded}
-
-
-@pytest.fixture(scope="module")
-def damaged(work):
-    "The damaged dataset and the snapshot of its files before any run."
-    root = build_damaged_dataset(work / "damaged")
-    return {"root": root, "before": snapshot(root)}
 
 
 def stop_case(work: Path, name: str) -> dict:
@@ -314,31 +85,9 @@ def stop_case(work: Path, name: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def runs(work, interrupted_save, damaged):
-    """All fast CLI runs of this module, side by side: the damaged dataset (skip policy, audited, in the folder of the
-    interrupted save), two runs that must stop before training, and a run whose loss becomes non-finite."""
-    stop = {name: stop_case(work, name) for name in ("policy_fail", "single_class")}
-    nonfinite = write_sample_subset(work / "nonfinite" / "data", per_class=8, classes=("Bag", "Coat", "Sandal"))
-    audit_log = work / "damaged_audit.log"
-    jobs = {"damaged": dict(args=[f"data.root={damaged['root']}", *TINY], run_dir=interrupted_save["run_dir"],
-                            boot=AUDITED_TRAIN, env={"CT_AUDIT_DIR": str(interrupted_save["run_dir"]),
-                                                     "CT_AUDIT_LOG": str(audit_log)}),
-            # SGD at lr 1e6 without warm-up: the loss overflows within a few steps (NaN at step 3 when measured)
-            "nonfinite": dict(args=[f"data.root={nonfinite}", *tiny(data__batch_size=2, trainer__max_epochs=3),
-                                    "model.optimizer=sgd", "model.lr=1e6", "model.warmup_epochs=0"],
-                              run_dir=work / "nonfinite" / "run")}
-    jobs.update({name: case["job"] for name, case in stop.items()})
-    t0 = time.perf_counter()
-    done = run_parallel(jobs)
-    done["_seconds"] = time.perf_counter() - t0
-    print(f"\nreliability runs ({done['_seconds']:.0f} s in all): "
-          + ", ".join(f"{n} {r.seconds:.0f} s" for n, r in done.items() if isinstance(r, Run)), file=sys.stderr)
-    return {**done, "stop_cases": stop, "audit_log": audit_log, "nonfinite_root": nonfinite}
-
-
-@pytest.fixture(scope="module")
-def damaged_run(runs, damaged):
-    run = runs["damaged"]
+def damaged_run(finished_run):
+    "The session's finished run (it must have finished) and its dataset report."
+    run = finished_run.run
     assert run.returncode == 0, run.explain()
     report = json.loads((run.run_dir / "dataset_report.json").read_text(encoding="utf-8"))
     return run, report
@@ -354,8 +103,9 @@ def test_damaged_dataset_run_finishes_with_a_verified_model(damaged_run):
     assert report["policy"] == "skip"
 
 
-def test_damaged_dataset_user_files_untouched(damaged_run, damaged):
-    assert snapshot(damaged["root"]) == damaged["before"], "the run modified, moved, added or deleted user files"
+def test_damaged_dataset_user_files_untouched(damaged_run, finished_run):
+    assert snapshot(finished_run.data_root) == finished_run.data_before, \
+        "the run modified, moved, added or deleted user files"
 
 
 @pytest.mark.parametrize("case,rel,reason", BAD_CASES, ids=[c[0] for c in BAD_CASES])
@@ -443,16 +193,18 @@ def _assert_stopped_before_training(run: Run, case: dict):
     assert snapshot(case["root"]) == case["before"], "user files changed"
 
 
-def test_policy_fail_stops_and_names_the_bad_file(runs):
-    run, case = runs["policy_fail"], runs["stop_cases"]["policy_fail"]
+def test_policy_fail_stops_and_names_the_bad_file(tmp_path, monkeypatch, capsys):
+    case = stop_case(tmp_path, "policy_fail")
+    run = in_process(**case["job"], monkeypatch=monkeypatch, capsys=capsys)
     _assert_stopped_before_training(run, case)
     bad = case["root"] / "train" / "Coat" / "cut.jpg"
     assert f"{bad}: truncated" in run.stderr and "policy 'fail'" in run.stderr, run.explain()
     assert "data.check_policy=skip" in run.stderr  # says what to do
 
 
-def test_single_class_cannot_train_a_classifier(runs):
-    run, case = runs["single_class"], runs["stop_cases"]["single_class"]
+def test_single_class_cannot_train_a_classifier(tmp_path, monkeypatch, capsys):
+    case = stop_case(tmp_path, "single_class")
+    run = in_process(**case["job"], monkeypatch=monkeypatch, capsys=capsys)
     _assert_stopped_before_training(run, case)
     assert "cannot train a classifier" in run.stderr and str(case["root"]) in run.stderr, run.explain()
 
@@ -480,17 +232,18 @@ def test_annotation_path_escaping_the_root_is_refused(slow_stop_runs):
 
 
 # ---------------------------------------------------------------- 3. atomic artifacts
-def test_checkpoint_save_killed_half_way_keeps_the_previous_last_ckpt(interrupted_save):
-    r = interrupted_save
+def test_checkpoint_save_killed_half_way_keeps_the_previous_last_ckpt(finished_run):
+    r = finished_run.killed_save  # recorded before the finished run reused the folder
     assert r["returncode"] == -9, r["stderr"]  # SIGKILL, in the middle of writing B
     assert len(r["temps"]) == 1 and r["temp_sizes"][0] > 1_000_000, (r["temps"], r["temp_sizes"])  # half of B's 8 MB
     assert isinstance(r["loaded"], dict), f"the previous last.ckpt does not load: {r['loaded']}"
     assert r["loaded"]["global_step"] == 1 and torch.equal(r["loaded"]["state_dict"]["w"], torch.arange(1000.0))
 
 
-def test_next_start_sweeps_the_temp_file_of_the_killed_save(interrupted_save, damaged_run):
-    run, _ = damaged_run  # the damaged run reused the folder of the killed save
-    assert not [t for t in interrupted_save["temps"] if t.exists()], "the interrupted save's temp file is still there"
+def test_next_start_sweeps_the_temp_file_of_the_killed_save(finished_run, damaged_run):
+    run, _ = damaged_run  # the finished run reused the folder of the killed save
+    temps = finished_run.killed_save["temps"]
+    assert temps and not [t for t in temps if t.exists()], "the killed save's temp file is left"
     assert not list((run.run_dir / "checkpoints").glob(".*.tmp"))
 
 
@@ -511,11 +264,11 @@ def test_finished_run_has_only_complete_artifacts_and_no_temp_files(damaged_run)
 IN_PLACE_WRITERS = {"train.log", "logs/metrics.csv", "logs/hparams.yaml"}
 
 
-def test_every_artifact_is_written_to_a_temp_file_and_renamed(damaged_run, runs):
+def test_every_artifact_is_written_to_a_temp_file_and_renamed(damaged_run, finished_run):
     """Every file the run leaves (checkpoints, JSON, CSV, PNG, ONNX, Markdown, YAML), as the audit hook saw it: created
     as `.<name>.<random>.tmp` in the same folder and renamed over its name; never opened for writing under its name."""
     run, _ = damaged_run
-    lines = [l.split("\t") for l in runs["audit_log"].read_text(encoding="utf-8").splitlines()]
+    lines = [l.split("\t") for l in finished_run.audit_log.read_text(encoding="utf-8").splitlines()]
     opened = {Path(l[1]) for l in lines if l[0] == "open"}
     renamed = {Path(l[2]): Path(l[1]) for l in lines if l[0] == "rename"}
     assert renamed, "the audit hook saw no rename: it did not run"
@@ -543,15 +296,20 @@ def test_artifacts_keep_the_permissions_of_a_normal_write(damaged_run):
 
 
 # ---------------------------------------------------------------- 4. non-finite loss
-def test_non_finite_loss_stops_at_once_with_a_diagnostic(runs):
-    run = runs["nonfinite"]
+def test_non_finite_loss_stops_at_once_with_a_diagnostic(tmp_path, monkeypatch, capsys):
+    data = write_sample_subset(tmp_path / "data", per_class=8, classes=("Bag", "Coat", "Sandal"))
+    # SGD at lr 1e6 without warm-up: the loss overflows within a few steps (NaN at step 3 when
+    # measured); no loader worker process (a fork of the test process)
+    run = in_process([f"data.root={data}", *tiny(data__batch_size=2, trainer__max_epochs=3),
+                      "model.optimizer=sgd", "model.lr=1e6", "model.warmup_epochs=0",
+                      "data.num_workers=0"], tmp_path / "run", monkeypatch, capsys)
     assert run.returncode != 0, "a run whose loss became NaN/inf finished normally\n" + run.explain()
     assert no_traceback(run) and "classifier-train: error:" in run.stderr, run.explain()
     err = run.stderr
     assert re.search(r"nan|inf|non-finite", err, re.I), err
     assert re.search(r"\bstep\D{0,4}\d+", err, re.I), "the message does not name the step\n" + err
     assert re.search(r"(\blr\b|learning rate)\D{0,4}\d", err, re.I), "the message does not name the learning rate\n" + err
-    names = {p.name for p in (runs["nonfinite_root"] / "train").rglob("*.png")}
+    names = {p.name for p in (data / "train").rglob("*.png")}
     assert any(n in err for n in names), "the message names no file of the batch\n" + err
     # it stopped at once: inside the first epoch (checkpoints are written at the end of each epoch), nothing exported
     assert not list(run.run_dir.glob("checkpoints/*.ckpt")) and not (run.run_dir / "model.onnx").exists()
