@@ -987,5 +987,7 @@ d = { 'settings': { 'branch': 'main',
                                                                                         'classifier_training/train.py'),
                                            'classifier_training.train.datamodule_arguments': ( 'train.html#datamodule_arguments',
                                                                                                'classifier_training/train.py'),
+                                           'classifier_training.train.error_from_loader_worker': ( 'train.html#error_from_loader_worker',
+                                                                                                   'classifier_training/train.py'),
                                            'classifier_training.train.main': ('train.html#main', 'classifier_training/train.py'),
                                            'classifier_training.train.train': ('train.html#train', 'classifier_training/train.py')}}}

@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -27,8 +28,8 @@ from .callbacks.onnx_export import ONNXExportCallback
 from .checkpoints import AtomicCheckpointIO, read_checkpoint, resolve_resume
 from .config import (CONF_DIR, check_trainer_can_run, compose_config,
                                         validate_config)
-from .core import (ClassifierTrainingError, ConfigError, atomic_write_json,
-                                      atomic_write_text)
+from .core import (ClassifierTrainingError, ConfigError, DatasetError,
+                                      atomic_write_json, atomic_write_text)
 from .data.datamodule import ImageClassificationDataModule
 from .export import export_onnx
 from .model import ImageClassifier, check_model_arguments
@@ -41,7 +42,7 @@ from .run_record import (dataset_file_list_hash, log_terminal_output,
 
 # %% auto #0
 __all__ = ['datamodule_arguments', 'build_datamodule', 'build_model', 'build_callbacks', 'build_logger', 'build_trainer',
-           'TrainResult', 'train', 'main']
+           'TrainResult', 'error_from_loader_worker', 'train', 'main']
 
 # %% ../nbs/42_train.ipynb #14a44a41
 def datamodule_arguments(cfg: DictConfig, # a composed config
@@ -229,6 +230,16 @@ def _summary_table(run_dir: Path, metrics: dict, artifacts: dict[str, Path], bes
     table.add_row("time", f"{seconds:.1f} s")
     return table
 
+# %% ../nbs/42_train.ipynb #067e71b2
+_WORKER_ERROR = re.compile(r"^classifier_training\.[\w.]+?\.(\w+Error): (.+)$", re.M)
+
+def error_from_loader_worker(error: BaseException, # what trainer.fit or trainer.test raised
+                            ) -> DatasetError | None:
+    "Our error inside a data loader worker's re-raised traceback, as a one-line `DatasetError`."
+    if "DataLoader worker" not in str(error): return None
+    found = _WORKER_ERROR.findall(str(error))
+    return DatasetError(f"{found[-1][1]} (in a data loader worker)") if found else None
+
 # %% ../nbs/42_train.ipynb #595b8a38
 def train(cfg: DictConfig, # a composed config: from compose_config() or the Hydra CLI
           console: Console | None = None, # where the summary goes; default: stdout
@@ -257,6 +268,8 @@ def train(cfg: DictConfig, # a composed config: from compose_config() or the Hyd
                 with contextlib.suppress(OSError):  # a full disk: the error itself says so
                     _finish_record(cfg, trainer, manifest, time.perf_counter() - t0,
                                    status="failed", error=f"{type(e).__name__}: {e}")
+                user_error = error_from_loader_worker(e)
+                if user_error is not None: raise user_error from None
                 raise
             run_dir = Path(cfg.paths.run_dir)                                         # 11. records
             metrics = {**_best_val_row(val_metrics, best), **test_metrics}
