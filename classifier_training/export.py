@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import os
 import shutil
@@ -410,6 +411,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="largest allowed |onnxruntime - PyTorch| (default 1e-4)")
     return ap
 
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT)
+
 def main(argv: Sequence[str] | None = None, # arguments; default sys.argv[1:]
         ) -> int:
     "Entry point of `classifier-export`; returns the exit status."
@@ -424,6 +427,11 @@ def main(argv: Sequence[str] | None = None, # arguments; default sys.argv[1:]
                         opset=args.opset, atol=args.atol)
     except ClassifierTrainingError as e:
         print(f"classifier-export: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk, a read-only --out: one line, no traceback
+        if e.errno not in _WRITE_ERRNOS: raise
+        print(f"classifier-export: error: cannot write to {out} ({e.strerror}); choose another "
+              "--out or free space there", file=sys.stderr)
         return 2
     v, size_mb = r.report["verification"], r.report["file_size_bytes"] / 1e6
     print(f"wrote {r.model_path} ({size_mb:.1f} MB, {r.report['weights']} weights), "
