@@ -9,15 +9,16 @@ import argparse
 import csv
 import dataclasses
 import errno
+import glob
+import io
 import json
 import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence, TextIO
 
 import numpy as np
-import onnxruntime as ort
 from PIL import Image
 
 from . import __version__
@@ -26,9 +27,13 @@ from .core import (IMAGE_EXTENSIONS, ClassifierTrainingError, ConfigError,
                                       atomic_writer, error_summary, is_image_path, load_image_rgb,
                                       natural_sort_key, to_rgb)
 
+if TYPE_CHECKING: import onnxruntime as ort
+
 # %% auto #0
-__all__ = ['REQUIRED_METADATA', 'ModelFileError', 'read_model_metadata', 'resize_and_crop', 'normalize_array', 'preprocess_image',
-           'Prediction', 'SkippedImage', 'OnnxClassifier', 'collect_image_paths', 'main']
+__all__ = ['REQUIRED_METADATA', 'UNKNOWN_LABEL', 'OUTPUT_FORMATS', 'ModelFileError', 'read_model_metadata', 'check_providers',
+           'model_calibration', 'resolve_reject', 'resize_and_crop', 'normalize_array', 'preprocess_image',
+           'Prediction', 'SkippedImage', 'array_to_image', 'OnnxClassifier', 'collect_image_paths', 'expand_inputs',
+           'write_predictions', 'main']
 
 # %% ../nbs/31_predict.ipynb #8102d6b9
 class ModelFileError(ClassifierTrainingError):
@@ -47,18 +52,32 @@ def read_model_metadata(model_path: str | os.PathLike, # an ONNX file written by
     _check_metadata(model_path, meta)
     return session, meta
 
+def check_providers(providers: str | Sequence[str] | None, # names, or one comma-separated string
+                   ) -> list[str]:
+    "The onnxruntime execution providers asked for, checked; None or empty: the CPU provider."
+    import onnxruntime as ort  # here, not at import: `classifier-predict --help` stays fast
+    if isinstance(providers, str): providers = [p.strip() for p in providers.split(",")]
+    names = [p for p in (providers or []) if p] or ["CPUExecutionProvider"]
+    available = ort.get_available_providers()
+    unknown = [p for p in names if p not in available]
+    if unknown:
+        raise ConfigError(f"unknown onnxruntime provider(s) {', '.join(unknown)}; this "
+                          f"onnxruntime offers: {', '.join(available)}")
+    return names
+
 def _open_session(model_path, providers=None, intra_op_num_threads=None) -> ort.InferenceSession:
+    import onnxruntime as ort
     path = Path(model_path)
     if not path.exists():
         raise ModelFileError(f"{path}: no such file; give the model.onnx of classifier-export")
     if not path.is_file():
         raise ModelFileError(f"{path} is a folder; give the model.onnx file inside it")
+    providers = check_providers(providers)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if intra_op_num_threads: options.intra_op_num_threads = int(intra_op_num_threads)
     try:
-        return ort.InferenceSession(str(path), sess_options=options,
-                                    providers=list(providers or ["CPUExecutionProvider"]))
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as e:
         detail = error_summary(e, 200)
         raise ModelFileError(f"{path} is not a readable ONNX model (onnxruntime: {detail}); "
@@ -104,6 +123,43 @@ def _check_against_graph(model_path, session: ort.InferenceSession, meta: dict,
                              f"{'; '.join(problems)}. The metadata was edited or the file mixed up "
                              "after export; re-export the checkpoint with classifier-export")
 
+# %% ../nbs/31_predict.ipynb #68e3d4d7
+UNKNOWN_LABEL = "unknown"
+
+def _metadata_float(meta: dict, key: str, model_path, low: float,
+                    high: float | None) -> float | None:
+    if key not in meta: return None
+    try: value = float(meta[key])
+    except ValueError: value = float("nan")
+    if not (value > low and (high is None or value < high)):  # also refuses nan
+        bounds = f"in ({low:g}, {high:g})" if high is not None else f"above {low:g}"
+        raise ModelFileError(f"{model_path}: metadata {key} is {meta[key]!r}, not a number "
+                             f"{bounds}; fix or remove the key, or re-export the model")
+    return value
+
+def model_calibration(meta: dict[str, str], # the model's metadata_props
+                      model_path: str | os.PathLike = "model", # names the model in errors
+                     ) -> tuple[float, float | None]:
+    "The model's `temperature` (1.0 if absent) and `reject_threshold` (None if absent), checked."
+    temperature = _metadata_float(meta, "temperature", model_path, 0.0, None)
+    return (1.0 if temperature is None else temperature,
+            _metadata_float(meta, "reject_threshold", model_path, 0.0, 1.0))
+
+def resolve_reject(reject: str | float | None, # 'auto', 'none', None or a threshold in (0, 1)
+                   model_threshold: float | None, # the model's reject_threshold, if any
+                  ) -> float | None:
+    "The threshold to apply: 'auto' is the model's own (None when it has none); 'none' is None."
+    if reject is None or (isinstance(reject, str) and reject.strip().lower() == "none"): return None
+    if isinstance(reject, str) and reject.strip().lower() == "auto": return model_threshold
+    try: value = float(reject)
+    except (TypeError, ValueError):
+        raise ConfigError(f"reject {reject!r}: use auto, none or a probability between 0 and 1, "
+                          "e.g. 0.6") from None
+    if not 0.0 < value < 1.0:
+        raise ConfigError(f"reject threshold {value:g} is outside (0, 1); use e.g. 0.6, or auto "
+                          "or none")
+    return value
+
 # %% ../nbs/31_predict.ipynb #7197504e
 _RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
 
@@ -145,16 +201,37 @@ def preprocess_image(image: Image.Image, # RGB image (any size)
 # %% ../nbs/31_predict.ipynb #75388033
 @dataclasses.dataclass
 class Prediction:
-    "Top-k classes of one image."
+    "Top-k classes of one image; its `label` is 'unknown' when rejected as too uncertain."
     path: str | None  # the file, or None for an in-memory image
     labels: list[str]  # top-k class names, most probable first
     indices: list[int]  # their class indices
     probabilities: list[float]  # their probabilities
+    rejected: bool = False  # True when the top probability is below `threshold`
+    threshold: float | None = None  # the reject threshold that was applied, if any
 
     @property
-    def label(self) -> str: return self.labels[0]
+    def label(self) -> str: return UNKNOWN_LABEL if self.rejected else self.labels[0]
     @property
-    def probability(self) -> float: return self.probabilities[0]
+    def predicted_label(self) -> str: return self.labels[0]
+    @property
+    def index(self) -> int: return self.indices[0]
+    @property
+    def confidence(self) -> float: return self.probabilities[0]
+    probability = confidence
+    @property
+    def top_k(self) -> list[tuple[str, float]]: return list(zip(self.labels, self.probabilities))
+    @property
+    def reason(self) -> str:
+        if not self.rejected: return ""
+        return f"confidence {self.confidence:.4f} below the reject threshold {self.threshold:g}"
+
+    def to_dict(self) -> dict:
+        "One JSON-ready row: label, index, confidence, rejection and the top-k."
+        return {"path": self.path, "label": self.label, "index": self.index,
+                "confidence": self.confidence, "predicted_label": self.predicted_label,
+                "rejected": self.rejected, "reason": self.reason,
+                "top_k": [{"label": l, "index": i, "probability": v}
+                          for l, i, v in zip(self.labels, self.indices, self.probabilities)]}
 
 @dataclasses.dataclass
 class SkippedImage:
@@ -162,17 +239,38 @@ class SkippedImage:
     path: str
     reason: str  # one word, one of core.IMAGE_READ_REASONS
     detail: str
+    label = None  # no label: rows of skipped files line up with predictions
+    rejected = False
+
+    def to_dict(self) -> dict:
+        "One JSON-ready row: the path, no label, and why."
+        return {"path": self.path, "label": None, "error": self.reason, "detail": self.detail}
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
     z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
 
+def _is_single(images) -> bool:
+    return (isinstance(images, (str, os.PathLike, Image.Image))
+            or (isinstance(images, np.ndarray) and images.ndim <= 3))
+
+def array_to_image(array: np.ndarray, # (H, W, 3) or (H, W, 4) uint8 RGB(A), or (H, W) grey
+                  ) -> Image.Image:
+    "A numpy image as an RGB Pillow image; anything else is a clear error."
+    if array.dtype != np.uint8 or array.ndim not in (2, 3) or (
+            array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
+        raise ConfigError(f"a numpy image must be uint8 (H, W, 3) RGB, (H, W, 4) or (H, W); got "
+                          f"{array.dtype} {tuple(array.shape)} (convert with "
+                          "(x * 255).astype('uint8') or x.transpose(1, 2, 0) for CHW)")
+    if array.ndim == 3 and array.shape[2] == 1: array = array[:, :, 0]
+    return to_rgb(Image.fromarray(np.ascontiguousarray(array)))
+
 class OnnxClassifier:
     "Run an exported classifier with onnxruntime; preprocessing and class names from its metadata."
     def __init__(self,
                  model_path: str | os.PathLike, # model.onnx written by classifier_training.export
-                 providers: Sequence[str] | None = None, # onnxruntime providers; None: the CPU
+                 providers: str | Sequence[str] | None = None, # onnxruntime providers; None: CPU
                  intra_op_num_threads: int | None = None, # onnxruntime threads; None: its choice
                 ):
         self.model_path = Path(model_path)
@@ -193,6 +291,7 @@ class OnnxClassifier:
         meta = self.metadata
         self.input_layout, self.input_dtype = meta["input_layout"], meta["input_dtype"]
         self.output_kind = meta["output_kind"]
+        self.temperature, self.reject_threshold = model_calibration(meta, model_path)
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
 
@@ -203,10 +302,11 @@ class OnnxClassifier:
                 f"{p.interpolation}, output {self.output_kind})")
 
     def preprocess(self,
-                   image: Image.Image | str | os.PathLike, # an RGB Pillow image or an image file
+                   image: Image.Image | np.ndarray | str | os.PathLike, # Pillow, HWC uint8 or file
                   ) -> np.ndarray:
         "One model input (no batch axis) in the layout and dtype the model expects."
-        if not isinstance(image, Image.Image): image = load_image_rgb(image)
+        if isinstance(image, np.ndarray): image = array_to_image(image)
+        elif not isinstance(image, Image.Image): image = load_image_rgb(image)
         elif image.mode != "RGB": image = to_rgb(image)
         crop = np.asarray(resize_and_crop(image, self.preprocessing), dtype=np.uint8)  # H, W, 3
         if self.input_dtype == "float32":
@@ -215,15 +315,26 @@ class OnnxClassifier:
         if self.input_layout == "NHWC": return crop
         return np.ascontiguousarray(crop.transpose(2, 0, 1))
 
-    def predict_batch(self, batch: np.ndarray, # stacked outputs of `preprocess`
-                     ) -> np.ndarray:
-        "Class probabilities (N, C), float64, for a preprocessed batch."
+    def predict_logits(self, batch: np.ndarray, # stacked outputs of `preprocess`
+                      ) -> np.ndarray:
+        "The graph's raw output (N, C) for a preprocessed batch: logits, or probabilities (uint8)."
         out = self.session.run([self.output_name], {self.input_name: batch})[0]
         if out.ndim != 2 or out.shape[1] != len(self.class_names):  # a size the graph left open
             raise ModelFileError(f"{self.model_path}: the model output has the shape "
                                  f"{list(out.shape)} but class_names lists {len(self.class_names)} "
                                  "classes; re-export the checkpoint with classifier-export")
-        return _softmax(out) if self.output_kind == "logits" else out.astype(np.float64)
+        return out
+
+    def probabilities(self, output: np.ndarray, # predict_logits' output
+                     ) -> np.ndarray:
+        "Calibrated probabilities: softmax(logits / temperature); a probabilities graph as is."
+        if self.output_kind != "logits": return output.astype(np.float64)
+        return _softmax(output.astype(np.float64) / self.temperature)
+
+    def predict_batch(self, batch: np.ndarray, # stacked outputs of `preprocess`
+                     ) -> np.ndarray:
+        "Class probabilities (N, C), float64, for a preprocessed batch."
+        return self.probabilities(self.predict_logits(batch))
 
     def _top_k(self, probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         k = max(1, min(int(k), len(self.class_names)))
@@ -231,11 +342,13 @@ class OnnxClassifier:
         return order, np.take_along_axis(probs, order, axis=1)
 
     def iter_predict(self,
-                     images: Iterable[Image.Image | str | os.PathLike], # files or RGB Pillow images
+                     images: Iterable[Image.Image | np.ndarray | str | os.PathLike], # the inputs
                      batch_size: int = 32, # images per onnxruntime call
                      top_k: int = 5, # classes kept per image
+                     reject: str | float | None = "auto", # 'auto' (the model's), 'none', or (0, 1)
                     ) -> Iterator[Prediction | SkippedImage]:
         "A `Prediction` per readable image, a `SkippedImage` per unreadable file, in input order."
+        threshold = resolve_reject(reject, self.reject_threshold)
         pending: list = []  # (path or None, array) for readable images, SkippedImage otherwise
         def flush():
             ready = [p for p in pending if not isinstance(p, SkippedImage)]
@@ -243,12 +356,14 @@ class OnnxClassifier:
                 probs = self.predict_batch(np.stack([a for _, a in ready]))
                 order, top = self._top_k(probs, top_k)
                 results = iter(Prediction(path, [self.class_names[i] for i in idx],
-                                          [int(i) for i in idx], [float(v) for v in val])
+                                          [int(i) for i in idx], [float(v) for v in val],
+                                          threshold is not None and float(val[0]) < threshold,
+                                          threshold)
                                for (path, _), idx, val in zip(ready, order, top))
             for p in pending: yield p if isinstance(p, SkippedImage) else next(results)
             pending.clear()
         for item in images:
-            path = None if isinstance(item, Image.Image) else str(item)
+            path = str(item) if isinstance(item, (str, os.PathLike)) else None
             try: pending.append((path, self.preprocess(item)))
             except ImageReadError as e:
                 pending.append(SkippedImage(str(e.path), e.reason, e.detail))
@@ -257,14 +372,18 @@ class OnnxClassifier:
         yield from flush()
 
     def predict(self,
-                images: Iterable[Image.Image | str | os.PathLike], # files or RGB Pillow images
+                images: Any, # one path, Pillow image or HWC uint8 array, or a list of them
                 batch_size: int = 32, # images per onnxruntime call
                 top_k: int = 5, # classes kept per image
-               ) -> tuple[list[Prediction], list[SkippedImage]]:
-        "Predictions for every readable image, and the files that were skipped."
-        out = list(self.iter_predict(images, batch_size, top_k))
-        skipped = [p for p in out if isinstance(p, SkippedImage)]
-        return [p for p in out if isinstance(p, Prediction)], skipped
+                reject: str | float | None = "auto", # 'auto' (the model's), 'none', or (0, 1)
+               ) -> Prediction | list[Prediction | SkippedImage]:
+        "One input: its `Prediction` (an unreadable file raises). A list: one result per input."
+        if _is_single(images):
+            result = next(self.iter_predict([images], batch_size, top_k, reject))
+            if isinstance(result, SkippedImage):
+                raise ImageReadError(result.path, result.reason, result.detail)
+            return result
+        return list(self.iter_predict(images, batch_size, top_k, reject))
 
 # %% ../nbs/31_predict.ipynb #8aaca054
 def collect_image_paths(paths: Sequence[str | os.PathLike], # files and folders
@@ -279,28 +398,71 @@ def collect_image_paths(paths: Sequence[str | os.PathLike], # files and folders
         else: out.append(p)  # a missing or unreadable file is reported when it is decoded
     return out
 
-def _write_predictions(path: Path, preds: list[Prediction], skipped: list[SkippedImage],
-                       top_k: int) -> None:
-    if path.suffix.lower() == ".json":
-        ranked = lambda p: [{"label": l, "index": i, "probability": v}
-                            for l, i, v in zip(p.labels, p.indices, p.probabilities)]
-        atomic_write_json(path, {"predictions": [{"path": p.path, "predictions": ranked(p)}
-                                                 for p in preds],
-                                 "skipped": [dataclasses.asdict(s) for s in skipped]})
-        return
-    header = ["path", "label", "probability"] + [f"top{r}_{c}" for r in range(2, top_k + 1)
-                                                 for c in ("label", "probability")]
-    with atomic_writer(path, "w") as f:
-        w = csv.writer(f, lineterminator="\n")
+def _list_file_lines(text: str) -> list[str]:
+    return [l.strip() for l in text.splitlines() if l.strip() and not l.lstrip().startswith("#")]
+
+def expand_inputs(args: Sequence[str], # files, folders, globs, @list.txt files, '-' for stdin
+                  stdin: TextIO | None = None, # where '-' reads paths from; None: sys.stdin
+                 ) -> list[Path]:
+    "Image paths from command-line arguments: folders searched, globs expanded, lists read."
+    paths: list[str] = []
+    for a in map(str, args):
+        if a == "-": paths += _list_file_lines((stdin or sys.stdin).read())
+        elif a.startswith("@") and len(a) > 1:
+            try: paths += _list_file_lines(Path(a[1:]).read_text(encoding="utf-8"))
+            except OSError as e:
+                raise ClassifierTrainingError(f"list file {a[1:]}: cannot read it "
+                                              f"({e.strerror or error_summary(e)})") from None
+        elif glob.has_magic(a) and not Path(a).exists():
+            found = sorted(glob.glob(os.path.expanduser(a), recursive=True), key=natural_sort_key)
+            paths += found or [a]  # no match: reported as a missing file, in its place
+        else: paths.append(os.path.expanduser(a))
+    return collect_image_paths(paths)
+
+OUTPUT_FORMATS = ("csv", "json", "jsonl")
+
+def _csv_header(top_k: int) -> list[str]:
+    return (["path", "label", "probability"]
+            + [f"top{r}_{c}" for r in range(2, top_k + 1) for c in ("label", "probability")]
+            + ["predicted_label", "rejected", "reason"])
+
+def _csv_row(r: Prediction | SkippedImage, width: int) -> list[str]:
+    if isinstance(r, SkippedImage):
+        return [r.path] + [""] * (width - 2) + [f"{r.reason}: {r.detail}"]
+    row = [r.path if r.path is not None else "", r.label, f"{r.confidence:.6f}"]
+    for l, v in list(zip(r.labels, r.probabilities))[1:]: row += [l, f"{v:.6f}"]
+    row += [""] * (width - 3 - len(row))
+    return row + [r.predicted_label, str(r.rejected).lower(), r.reason]
+
+def write_predictions(out: str | os.PathLike | TextIO, # a file path, or an open text stream
+                      results: Sequence[Prediction | SkippedImage], # in input order
+                      format: str, # 'csv', 'json' or 'jsonl'
+                      top_k: int, # top-k columns in CSV
+                     ) -> None:
+    "Rows for every input, unreadable files included with their reason, as CSV, JSON or JSONL."
+    preds = [r for r in results if isinstance(r, Prediction)]
+    if format == "json":
+        text = json.dumps({"predictions": [{**p.to_dict(), "predictions": p.to_dict()["top_k"]}
+                                           for p in preds],
+                           "skipped": [dataclasses.asdict(s) for s in results
+                                       if isinstance(s, SkippedImage)]}, indent=1)
+    elif format == "jsonl":
+        text = "".join(json.dumps(r.to_dict()) + "\n" for r in results)
+    else:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        header = _csv_header(top_k)
         w.writerow(header)
-        for p in preds:
-            row = [p.path]
-            for l, v in zip(p.labels, p.probabilities): row += [l, f"{v:.6f}"]
-            w.writerow(row + [""] * (len(header) - len(row)))
+        for r in results: w.writerow(_csv_row(r, len(header)))
+        text = buf.getvalue()
+    if hasattr(out, "write"): out.write(text if format != "json" else text + "\n")
+    else:
+        with atomic_writer(Path(out), "w") as f: f.write(text if format != "json" else text + "\n")
 
 def _check_writable(out: Path) -> None:
     "Refuse `--out` before any prediction when it is a folder or its folder cannot be written."
-    if out.is_dir(): raise ClassifierTrainingError(f"--out {out} is a folder; name a .csv or .json")
+    if out.is_dir():
+        raise ClassifierTrainingError(f"--out {out} is a folder; name a .csv, .json or .jsonl")
     folder = out.absolute().parent
     while not folder.exists() and folder != folder.parent:  # atomic_writer makes the missing ones
         folder = folder.parent
@@ -316,9 +478,9 @@ _WRITE_HINTS = {errno.ENOSPC: "free some disk space or write elsewhere",
                 errno.EROFS: "the file system is read-only: choose another folder",
                 errno.EDQUOT: "the disk quota is used up: free space or write elsewhere"}
 
-def _save_predictions(out: Path, preds: list[Prediction], skipped: list[SkippedImage], top_k: int):
+def _save_predictions(out: Path, results: list, format: str, top_k: int):
     "Write `--out`; a failed write (disk full, read-only file system) is a ClassifierTrainingError."
-    try: _write_predictions(out, preds, skipped, top_k)
+    try: write_predictions(out, results, format, top_k)
     except OSError as e:
         why, hint = e.strerror or error_summary(e), _WRITE_HINTS.get(e.errno, "check the disk")
         raise ClassifierTrainingError(f"--out {out}: writing failed ({why}, errno {e.errno}); "
@@ -328,14 +490,32 @@ def _save_predictions(out: Path, preds: list[Prediction], skipped: list[SkippedI
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="classifier-predict", description="Classify images with an "
                                  "exported model.onnx (no torch needed).")
-    ap.add_argument("model", help="model.onnx written by classifier-export or ONNXExportCallback")
-    ap.add_argument("paths", nargs="+", help="image files and/or folders (searched recursively)")
+    ap.add_argument("model", help="model.onnx written by classifier-export or classifier-train")
+    ap.add_argument("paths", nargs="*", help="image files, folders (searched recursively), quoted "
+                    "globs ('photos/**/*.jpg'), @list.txt (one path a line), or - (paths on stdin)")
+    ap.add_argument("--from-file", action="append", default=[], metavar="LIST",
+                    help="read image paths from this file, one a line (repeatable)")
     ap.add_argument("--top-k", type=int, default=1, help="classes to report per image (default 1)")
-    ap.add_argument("--out", help="also write predictions to this .csv or .json file")
+    ap.add_argument("--out", help="also write the rows to this .csv, .json or .jsonl file")
+    ap.add_argument("--format", choices=OUTPUT_FORMATS, help="format of --out (default: its "
+                    "suffix); without --out, the rows printed on stdout in this format")
+    ap.add_argument("--reject", default="auto", help="auto (the model's reject_threshold, if it "
+                    "has one), none, or a probability in (0, 1): less confident images get the "
+                    f"label '{UNKNOWN_LABEL}' (default auto)")
+    ap.add_argument("--providers", help="onnxruntime execution providers, comma-separated "
+                    "(default CPUExecutionProvider)")
     ap.add_argument("--batch-size", type=int, default=32,
                     help="images per onnxruntime call (default 32)")
     ap.add_argument("--version", action="version", version=f"classifier_training {__version__}")
     return ap
+
+def _print_line(r: Prediction | SkippedImage) -> None:
+    if isinstance(r, SkippedImage):
+        print(f"skipped {r.path}: {r.reason.replace('_', ' ')} ({r.detail})", file=sys.stderr)
+        return
+    top = [f"{l} {v:.4f}" for l, v in zip(r.labels, r.probabilities)]
+    if r.rejected: top = [UNKNOWN_LABEL, f"({r.reason}; predicted {top[0]})"] + top[1:]
+    print("\t".join([r.path or "-"] + top))
 
 def main(argv: Sequence[str] | None = None, # arguments; default sys.argv[1:]
         ) -> int:
@@ -344,30 +524,40 @@ def main(argv: Sequence[str] | None = None, # arguments; default sys.argv[1:]
     args = ap.parse_args(argv)
     if args.top_k < 1: ap.error("--top-k must be at least 1")
     if args.batch_size < 1: ap.error("--batch-size must be at least 1")
-    if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):
-        ap.error(f"--out {args.out}: use a .csv or .json file name")
+    if not args.paths and not args.from_file:
+        ap.error("give image paths, a folder, - or --from-file")
+    fmt = args.format
+    if args.out:
+        suffix = Path(args.out).suffix.lower().lstrip(".")
+        if fmt is None and suffix not in OUTPUT_FORMATS:
+            ap.error(f"--out {args.out}: use a .csv, .json or .jsonl file name, or --format")
+        fmt = fmt or suffix
     try:
         if args.out: _check_writable(Path(args.out))
-        clf = OnnxClassifier(args.model)
-        files = collect_image_paths(args.paths)
+        resolve_reject(args.reject, None)  # a bad value fails before the model is loaded
+        clf = OnnxClassifier(args.model, providers=args.providers)
+        files = expand_inputs(list(args.paths) + [f"@{f}" for f in args.from_file])
         if not files:
             raise ClassifierTrainingError(f"no image files found in {', '.join(args.paths)} "
                                           f"(extensions: {' '.join(sorted(IMAGE_EXTENSIONS))})")
-        preds, skipped = [], []
-        for r in clf.iter_predict(files, batch_size=args.batch_size, top_k=args.top_k):
-            if isinstance(r, SkippedImage):
-                skipped.append(r)
-                why = r.reason.replace("_", " ")
-                print(f"skipped {r.path}: {why} ({r.detail})", file=sys.stderr)
-            else:
-                preds.append(r)
-                print("\t".join([r.path] + [f"{l} {v:.4f}" for l, v in zip(r.labels,
-                                                                           r.probabilities)]))
-        if args.out:
-            _save_predictions(Path(args.out), preds, skipped, min(args.top_k, len(clf.class_names)))
+        reject = args.reject
+        if reject.strip().lower() == "auto" and clf.reject_threshold is None:
+            print(f"note: {Path(args.model).name} has no reject_threshold; predicting every image "
+                  "(--reject 0.xx sets one)", file=sys.stderr)
+        results = []
+        for r in clf.iter_predict(files, batch_size=args.batch_size, top_k=args.top_k,
+                                  reject=reject):
+            results.append(r)
+            if fmt is None or args.out or isinstance(r, SkippedImage): _print_line(r)
+        k = min(args.top_k, len(clf.class_names))
+        if args.out: _save_predictions(Path(args.out), results, fmt, k)
+        elif fmt: write_predictions(sys.stdout, results, fmt, k)
     except ClassifierTrainingError as e:
         print(f"classifier-predict: error: {e}", file=sys.stderr)
         return 2
+    done = sum(isinstance(r, Prediction) for r in results)
+    rejected = sum(r.rejected for r in results)
     wrote = f"; wrote {args.out}" if args.out else ""
-    print(f"{len(preds)} image(s) predicted, {len(skipped)} skipped{wrote}", file=sys.stderr)
-    return 0 if preds else 1
+    note = f", {rejected} rejected as {UNKNOWN_LABEL}" if rejected else ""
+    print(f"{done} image(s) predicted{note}, {len(results) - done} skipped{wrote}", file=sys.stderr)
+    return 0 if done else 1

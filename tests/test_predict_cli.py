@@ -93,7 +93,7 @@ def test_metadata_and_batching(demo):
     clf = OnnxClassifier(demo.model_path)
     assert clf.class_names == demo.class_names and clf.preprocessing == demo.preprocessing
     files = sorted((demo.data_root / "val").rglob("*.png"))[:33]
-    runs = [clf.predict(files, batch_size=bs, top_k=3)[0] for bs in (1, 7, 32)]
+    runs = [clf.predict(files, batch_size=bs, top_k=3) for bs in (1, 7, 32)]
     assert all(len(r) == 33 for r in runs)
     for other in runs[1:]:
         assert [p.indices for p in other] == [p.indices for p in runs[0]]
@@ -112,8 +112,11 @@ def test_cli_outputs_and_skips_unreadable_files(demo, tmp_path, capsys):
     assert r.returncode == 0, r.stderr
     assert "skipped" in r.stderr and "broken.png" in r.stderr and "missing.jpg" in r.stderr
     rows = list(csv.DictReader((tmp_path / "p.csv").open()))
-    assert len(rows) == 3 and list(rows[0]) == ["path", "label", "probability", "top2_label", "top2_probability"]
-    assert all(float(r["probability"]) >= float(r["top2_probability"]) for r in rows)
+    assert list(rows[0]) == ["path", "label", "probability", "top2_label", "top2_probability", "predicted_label", "rejected", "reason"]
+    read = [r for r in rows if r["label"]]
+    assert len(read) == 3 and all(float(r["probability"]) >= float(r["top2_probability"]) for r in read)
+    unreadable = {Path(r["path"]).name: r["reason"].split(":")[0] for r in rows if not r["label"]}
+    assert unreadable == {"broken.png": "not_an_image", "missing.jpg": "missing"}  # rows, not only stderr
     r = _predict_here(capsys, demo.model_path, folder / "broken.png")
     assert r.returncode == 1 and "0 image(s) predicted, 1 skipped" in r.stderr
 
@@ -187,8 +190,8 @@ def test_uint8_model_predicts_like_float_model(demo, tmp_path):
     from classifier_training.export import export_onnx
     u8 = export_onnx(demo.model, tmp_path, with_preprocessing=True, verify_images=demo.datamodule.val_dataset.paths, latency_repeats=0)
     files = demo.datamodule.test_dataset.paths[::10]
-    float_preds, _ = OnnxClassifier(demo.model_path).predict(files, top_k=10)
-    u8_preds, _ = OnnxClassifier(u8.model_path).predict(files, top_k=10)
+    float_preds = OnnxClassifier(demo.model_path).predict(files, top_k=10)
+    u8_preds = OnnxClassifier(u8.model_path).predict(files, top_k=10)
     assert [p.indices[0] for p in float_preds] == [p.indices[0] for p in u8_preds]
     by_index = lambda p: np.array([v for _, v in sorted(zip(p.indices, p.probabilities))])
     assert max(np.abs(by_index(a) - by_index(b)).max() for a, b in zip(float_preds, u8_preds)) < 1e-5
@@ -268,7 +271,7 @@ def test_out_write_failure_is_one_line_and_leaves_no_file(demo, tmp_path, monkey
     monkeypatch.setattr(os, "fsync", fail)  # the atomic writer's fsync: a full disk shows at last
     out_file = tmp_path / "out" / "p.json"
     image = next((demo.data_root / "val").rglob("*.png"))
-    rc = main([str(demo.model_path), str(image), "--out", str(out_file)])
+    rc = main([str(demo.model_path), str(image), "--out", str(out_file), "--reject", "none"])
     out, err = capsys.readouterr()
     assert rc == 2 and len(out.splitlines()) == 1  # the prediction was printed; saving it failed
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
