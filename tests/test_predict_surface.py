@@ -157,7 +157,9 @@ def test_top_level_names_are_lazy_and_the_predictor_stays_torch_free(tiny_export
     from classifier_training import ImageClassifier, OnnxClassifier as O, train
     from classifier_training.model import ImageClassifier as IC
     from classifier_training.train import train as tr
-    assert (train, O, ImageClassifier) == (tr, OnnxClassifier, IC)
+    from classifier_training import evaluate_model
+    from classifier_training.evaluate import evaluate_model as ev
+    assert (train, O, ImageClassifier, evaluate_model) == (tr, OnnxClassifier, IC, ev)
     assert {"train", "OnnxClassifier", "ImageClassifier"} <= set(dir(classifier_training))
     with pytest.raises(AttributeError, match="no attribute 'nope'"): classifier_training.nope
 
