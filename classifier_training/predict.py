@@ -561,3 +561,5 @@ def main(argv: Sequence[str] | None = None, # arguments; default sys.argv[1:]
     note = f", {rejected} rejected as {UNKNOWN_LABEL}" if rejected else ""
     print(f"{done} image(s) predicted{note}, {len(results) - done} skipped{wrote}", file=sys.stderr)
     return 0 if done else 1
+
+if __name__ == "__main__" and "__file__" in globals(): sys.exit(main())
