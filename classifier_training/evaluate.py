@@ -177,7 +177,8 @@ def classification_rows(counts: np.ndarray, # (C, C) from confusion_counts
                      "f1": avg(f1), "support": int(total)})
     return rows
 
-def rows_to_csv(rows: list[dict]) -> str:
+def rows_to_csv(rows: list[dict], # output of classification_rows
+               ) -> str:
     "The report as CSV text with the header `class,precision,recall,f1,support`."
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["class", "precision", "recall", "f1", "support"],

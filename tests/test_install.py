@@ -208,3 +208,10 @@ def test_predictor_installs_from_the_wheel_without_torch(tmp_path):
              "assert 'torch' not in sys.modules")
     out = in_venv(py, "-c", check, capture_output=True, text=True, check=True).stdout
     assert str(venv) in out, f"the predictor was not imported from the fresh venv: {out}"
+    # classifier-evaluate scores a model.onnx in the same torch-free environment (issue §3); its figures need matplotlib
+    in_venv(py, "-m", "pip", "install", "-q", "-c", ROOT / "constraints.txt", "matplotlib", check=True)
+    evaluate = shutil.which("classifier-evaluate", path=str(py.parent))
+    assert evaluate, f"classifier-evaluate is not installed in {py.parent}"
+    proc = in_venv(evaluate, tiny.model_path, tiny.data_root, "--out", tmp_path / "ev", capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "top-1" in proc.stdout and (tmp_path / "ev" / "confusion_matrix.png").exists()
