@@ -130,14 +130,21 @@ def near_duplicate_pairs(thumbnails: np.ndarray, # N x 64 uint8: one image_thumb
                          max_rms: float = NEAR_DUPLICATE_RMS, # RMS difference at most this
                          block: int = 1024, # rows (and columns) compared at once
                         ) -> np.ndarray:
-    "Pairs (i < j) of rows whose thumbnails differ by at most `max_rms` gray levels (RMS); exact."
-    t = np.asarray(thumbnails, dtype=np.float32).reshape(len(thumbnails), -1) - 128.0
+    "Row pairs (i < j) linking rows whose thumbnails differ by at most `max_rms` (RMS); exact."
+    thumbnails = np.asarray(thumbnails, dtype=np.uint8).reshape(len(thumbnails), -1)
+    if len(thumbnails) < 2: return np.zeros((0, 2), dtype=np.int64)
+    # identical rows (exact copies) are linked to their first occurrence, then searched once
+    uniq, first, inverse = np.unique(thumbnails, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.ravel()
+    same = np.stack([first[inverse], np.arange(len(thumbnails))], 1)
+    same = same[same[:, 0] != same[:, 1]]
+    # integer pixels: every sum below stays under 2**24, so float32 is exact
+    t = uniq.astype(np.float32) - 128.0
     n, d = t.shape
-    if n < 2: return np.zeros((0, 2), dtype=np.int64)
     means = t.mean(1)
     order = np.argsort(means, kind="stable")
     t, means = t[order], means[order]
-    sq, limit, found = (t * t).sum(1), max_rms ** 2 * d, []
+    sq, limit, found = (t * t).sum(1), max_rms ** 2 * d, [np.zeros((0, 2), dtype=np.int64)]
     for start in range(0, n, block):
         stop = min(n, start + block)
         # |mean(a) - mean(b)| <= rms(a - b): only rows with a close mean can be near (sorted)
@@ -145,14 +152,12 @@ def near_duplicate_pairs(thumbnails: np.ndarray, # N x 64 uint8: one image_thumb
         for c0 in range(start, end, 8 * block):
             c1 = min(end, c0 + 8 * block)
             dist = sq[start:stop, None] + sq[None, c0:c1] - 2.0 * (t[start:stop] @ t[c0:c1].T)
-            i, j = np.nonzero(dist <= limit * 1.01 + 1.0)  # float32 slack; exact test below
+            i, j = np.nonzero(dist <= limit)
             i, j = i + start, j + c0
             keep = j > i
             found.append(np.stack([i[keep], j[keep]], 1))
-    pairs = np.concatenate(found)
-    exact = ((t[pairs[:, 0]].astype(np.float64) - t[pairs[:, 1]]) ** 2).sum(1) <= limit
-    pairs = order[pairs[exact]]
-    return np.sort(pairs, axis=1).astype(np.int64)
+    near = first[order[np.concatenate(found)]]
+    return np.sort(np.concatenate([same, near]), axis=1).astype(np.int64)
 
 # %% ../../nbs/03_data.check.ipynb #fd80b647
 DUPLICATE_POLICIES = ("warn", "drop_from_eval", "fail")
@@ -192,9 +197,13 @@ def duplicate_groups(index: DatasetIndex, # the scanned index
         kind = ("exact" if len({c.sha256 for c in checked}) == 1 else
                 "pixels" if len({c.pixels_sha256 for c in checked}) == 1 else "near")
         splits = [s for s in SPLITS if any(s == s_ for s_, _, _ in items)]
+        first = checked[0]
+        match = lambda c: ("exact" if c.sha256 == first.sha256 else
+                           "pixels" if c.pixels_sha256 == first.pixels_sha256 else "near")
         groups.append({"kind": kind, "splits": splits, "cross_split": len(splits) > 1,
-                       "files": [{"split": s, "path": index.relative(p), "label": label}
-                                 for s, p, label in items]})
+                       "files": [{"split": s, "path": index.relative(p), "label": label,
+                                  "match": match(c) if k else "first"}
+                                 for k, ((s, p, label), c) in enumerate(zip(items, checked))]})
     return sorted(groups, key=lambda g: (not g["cross_split"], g["files"][0]["path"]))
 
 def duplicate_counts(groups: list[dict] # from duplicate_groups
