@@ -54,8 +54,9 @@ def dataset_summary_figure(report: DatasetReport, # the dataset check's report
                  title=f"image sizes ({stats.get('tiny', {}).get('count', 0)} tiny)")
     aspect = [w / h for w, h in (c.size for c in report.checks if c.size)]
     if aspect: ax_aspect.hist(np.log2(aspect), bins=30)
+    extreme = stats.get("extreme_aspect", {}).get("count", 0)
     ax_aspect.set(xlabel="log2(width / height)", ylabel="images",
-                  title=f"aspect ratios ({stats.get('extreme_aspect', {}).get('count', 0)} extreme)")
+                  title=f"aspect ratios ({extreme} extreme)")
     modes = stats.get("modes", {})
     ax_modes.bar(list(modes), list(modes.values()))
     ax_modes.set(title="colour modes of the files", ylabel="images")

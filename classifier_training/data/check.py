@@ -289,7 +289,7 @@ class DatasetReport:
     num_workers: int  # decoding workers used (0: checked in the calling thread)
     duplicate_groups: list[dict] = dataclasses.field(default_factory=list)  # duplicate_groups()
     duplicates_policy: str = "warn"  # one of DUPLICATE_POLICIES
-    dropped_from_eval: list[dict] = dataclasses.field(default_factory=list)  # eval_copies() left out
+    dropped_from_eval: list[dict] = dataclasses.field(default_factory=list)  # eval_copies() out
     near_duplicate_rms: float | None = NEAR_DUPLICATE_RMS  # the threshold used; None: exact only
     image_stats: dict = dataclasses.field(default_factory=dict)  # image_statistics()
     checks: list[FileCheck] = dataclasses.field(default_factory=list, repr=False)  # per file
@@ -404,7 +404,8 @@ class DatasetReport:
             cross = [g for g in self.duplicate_groups if g["cross_split"]]
             k = n["cross_split_by_kind"]
             colour = "bold yellow" if cross else "yellow"
-            lines.append(f"[{colour}]duplicates ({self.duplicates_policy}): {n['cross_split_groups']} "
+            lines.append(f"[{colour}]duplicates ({self.duplicates_policy}): "
+                         f"{n['cross_split_groups']} "
                          f"group(s) across splits (leakage: {k['exact']} exact, {k['pixels']} same "
                          f"pixels, {k['near']} near), {n['within_split_groups']} within a split; "
                          f"{n['extra_copies']} extra copies[/]")

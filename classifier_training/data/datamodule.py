@@ -177,10 +177,11 @@ def read_check_cache(path: str | os.PathLike, # a file write_check_cache wrote
     rows = data.get("files")
     if not isinstance(rows, list) or len(rows) != len(paths):
         raise ValueError("holds another number of files")
-    try: checks = [FileCheck.from_row(r) for r in rows]
-    except (TypeError, ValueError) as e: raise ValueError(f"a bad row ({error_summary(e)})") from None
-    if [c.path for c in checks] != [Path(p) for p in paths]: raise ValueError("other files")
-    return checks
+    try:
+        if [r[0] for r in rows] != [str(p) for p in paths]: raise ValueError("other files")
+        return [FileCheck.from_row(r) for r in rows]
+    except (TypeError, ValueError, KeyError, IndexError) as e:
+        raise ValueError(error_summary(e)) from None
 
 def write_check_cache(path: str | os.PathLike, # where to store, e.g. <cache>/<fingerprint>.json
                       fingerprint: str, # the file list's fingerprint
