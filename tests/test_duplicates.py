@@ -140,3 +140,15 @@ def test_a_class_with_one_image(tmp_path):
     report = _check(root, duplicates="fail")  # nothing copied: no stop
     assert report.counts()["train"] == {"Bag": 4, "Coat": 1} and report.duplicate_groups == []
     assert report.imbalance_ratio == 4.0
+
+
+def test_cli_stops_on_leakage_under_fail_without_a_traceback(leaky, tmp_path, monkeypatch, capsys):
+    from cli_runs import in_process, no_traceback, snapshot, tiny
+    root, _, _ = leaky
+    before = snapshot(root)
+    run = in_process([f"data.root={root}", *tiny(data__duplicates="fail")], tmp_path / "run", monkeypatch, capsys)
+    assert run.returncode == 1 and no_traceback(run), run.explain()
+    assert "data.duplicates=fail" in run.output and "drop_from_eval" in run.output
+    bad = in_process([f"data.root={root}", *tiny(data__duplicates="maybe")], tmp_path / "bad", monkeypatch, capsys)
+    assert bad.returncode == 2 and no_traceback(bad) and "data.duplicates='maybe'" in bad.output, bad.explain()
+    assert snapshot(root) == before
