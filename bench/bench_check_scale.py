@@ -136,7 +136,7 @@ def main():
             Figure(f"report from the results (duplicate groups incl. near search, statistics), {n:,}, wall",
                    big["report_wall"], "s"),
             Figure("check cache (JSON) size per image", big["cache_bytes"], "bytes"),
-            Figure(f"check cache write / read, {n:,} images", big["cache_write"], "s"),
+            Figure(f"check cache write, {n:,} images", big["cache_write"], "s"),
             Figure(f"check cache read, {n:,} images", big["cache_read"], "s"),
             Figure(f"linearity: check 1 core CPU time, {n:,} / {small['n']:,} images (10 = linear)",
                    big["cpu_one"] / small["cpu_one"], "x"),
