@@ -4,9 +4,12 @@ Writes 3,000 real Fashion-MNIST sample images (28x28 grayscale PNG, about 0.6 KB
 dataset, then measures:
 
 - scan: `scan_dataset` (folder listing only, no decoding);
-- check, one core: `check_files(paths, num_workers=0)`: read + sha256 + full decode + RGB, in this process,
-  as wall-clock rate and as images per CPU-second (robust on a shared machine);
+- check, one core: `check_files(paths, num_workers=0)`: read + sha256 + full decode + RGB + the duplicate
+  fingerprints (sha256 of the pixels, 8x8 thumbnail, colour mode), in this process, as wall-clock rate and
+  as images per CPU-second (robust on a shared machine);
 - decode only, one core: `load_image_rgb` on each file (no hashing), to show what hashing costs;
+- the report from those results (`check_dataset(checks=...)`: duplicate groups incl. the near-duplicate
+  search, image statistics);
 - check, pool: `check_files` over all usable cores with worker processes, and with threads (the default
   executor), wall-clock and per CPU-second;
 - `check_dataset` end to end (default settings: processes when the dataset is large enough).
@@ -67,6 +70,10 @@ def main():
         cpu_one = cpu_seconds(lambda: check_files(paths, num_workers=0), repeats)
         t_one = time_it(lambda: check_files(paths, num_workers=0), repeats=repeats)
         t_decode = time_it(lambda: [load_image_rgb(p) for p in paths], repeats=repeats)
+        checks = check_files(paths, num_workers=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cpu_report = cpu_seconds(lambda: check_dataset(index, verbose=False, checks=checks), repeats)
         cpu_proc = cpu_seconds(lambda: check_files(paths, num_workers=cores, min_parallel=0, executor="process"), repeats)
         t_proc = time_it(lambda: check_files(paths, num_workers=cores, min_parallel=0, executor="process"), repeats=repeats)
         cpu_thread = cpu_seconds(lambda: check_files(paths, num_workers=cores, min_parallel=0, executor="thread"), repeats)
@@ -83,7 +90,10 @@ def main():
 
         figures = [
             Figure("scan_dataset (listing, no decode), wall", t_scan.rate(n), "images/s"),
-            Figure.at_least("check 1 core (read + sha256 + full decode + RGB), per CPU-second", n / cpu_one, "images/s/core", 1000),
+            Figure.at_least("check 1 core (read + sha256 + full decode + RGB + duplicate hashes), per CPU-second",
+                            n / cpu_one, "images/s/core", 1000),
+            Figure("report from the results (duplicate groups, near search, statistics), per CPU-second",
+                   n / cpu_report, "images/s/core"),
             Figure("check 1 core, wall", t_one.rate(n), "images/s"),
             Figure("decode only (load_image_rgb), 1 core, wall", t_decode.rate(n), "images/s"),
             Figure(f"check_files, {cores} worker processes, wall", t_proc.rate(n), "images/s"),

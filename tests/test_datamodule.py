@@ -1,5 +1,6 @@
 """Transforms, the tracking sampler, sampler policies, class weights and the datamodule, on real sample images."""
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -207,12 +208,14 @@ def test_setup_is_idempotent_and_loaders_follow_the_rules(imbalanced, cache_dir,
 def test_check_runs_once_and_is_reused_by_other_processes(imbalanced, tmp_path, monkeypatch):
     first = ImageClassificationDataModule(imbalanced, image_size=32, cache_dir=tmp_path, verbose=False)
     first.prepare_data()  # what Lightning runs on one process per node
-    monkeypatch.setattr(datamodule_module, "check_dataset", lambda *a, **k: pytest.fail("the check ran twice"))
+    monkeypatch.setattr(datamodule_module, "check_files", lambda *a, **k: pytest.fail("the check ran twice"))
     other = ImageClassificationDataModule(imbalanced, image_size=32, cache_dir=tmp_path, verbose=False)
     other.setup()  # another process: finds the stored result
     assert other.train_dataset.paths == make_dm(imbalanced, tmp_path).train_dataset.paths
+    # the stored per-file results do not depend on the policies: another policy reuses them
+    assert make_dm(imbalanced, tmp_path, check_policy="warn").report.policy == "warn"
     with pytest.raises(pytest.fail.Exception):
-        make_dm(imbalanced, tmp_path, check_policy="warn")  # another policy: another key
+        make_dm(imbalanced, tmp_path, max_pixels=10**6)  # another pixel limit: another key
 
 
 def test_cache_images_and_print_distribution(imbalanced, cache_dir, capsys):
@@ -254,4 +257,23 @@ def test_ddp_two_processes_share_one_draw(imbalanced, tmp_path):
     assert r0["paths"] == r1["paths"] and r0["drawn"] == r1["drawn"] and len(r0["drawn"]) == 18
     assert len(r0["seen"]) == len(r1["seen"]) == 9  # 18 draws: 9 each, 3 batches of 3
     assert Counter(r0["seen"] + r1["seen"]) == Counter(r0["drawn"])  # together: exactly the draw, nothing twice
-    assert len(list((tmp_path / "cache" / "dataset_checks").glob("*.pkl"))) == 1
+    assert len(list((tmp_path / "cache" / "dataset_checks").glob("*.json"))) == 1
+
+
+def test_a_planted_pickle_in_the_check_cache_is_never_loaded(imbalanced, tmp_path):
+    "The check cache is JSON data: a pickle at the old .pkl path, or written over the JSON file, never runs."
+    import pickle
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self): return (os.mkdir, (str(marker),))
+
+    make_dm(imbalanced, tmp_path)
+    [stored] = (tmp_path / "dataset_checks").glob("*.json")
+    assert json.loads(stored.read_text())["format"] == datamodule_module.CHECK_CACHE_FORMAT
+    stored.with_suffix(".pkl").write_bytes(pickle.dumps(Payload()))
+    stored.write_bytes(pickle.dumps(Payload()))
+    dm = make_dm(imbalanced, tmp_path)
+    assert not marker.exists() and dm.report.bad_files == []
+    assert json.loads(stored.read_text())["format"] == datamodule_module.CHECK_CACHE_FORMAT  # replaced

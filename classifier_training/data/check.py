@@ -7,25 +7,35 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import hashlib
+import io
 import os
 import time
 import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from ..core import (ConfigError, DatasetError, ImageReadError, atomic_write_json,
                                       load_image_rgb, read_image_bytes, sha256_bytes)
 from .datasets import SPLITS, DatasetIndex, DatasetWarning
 
 # %% auto #0
-__all__ = ['CHECK_POLICIES', 'FileCheck', 'check_image_file', 'check_files', 'BadFile', 'DatasetCheckError', 'DatasetReport',
-           'class_distribution_table', 'write_dataset_report', 'check_dataset']
+__all__ = ['THUMBNAIL_SIDE', 'CHECK_POLICIES', 'NEAR_DUPLICATE_RMS', 'DUPLICATE_POLICIES', 'TINY_SIDE', 'EXTREME_ASPECT',
+           'FileCheck', 'image_thumbnail', 'check_image_file', 'check_files', 'near_duplicate_pairs',
+           'duplicate_groups', 'duplicate_counts', 'eval_copies', 'image_statistics', 'BadFile', 'DatasetCheckError',
+           'DatasetReport', 'class_distribution_table', 'write_dataset_report', 'check_dataset']
 
 # %% ../../nbs/03_data.check.ipynb #2f67d4cc
+THUMBNAIL_SIDE = 8  # near duplicates compare 8x8 grayscale thumbnails
+
 @dataclasses.dataclass(frozen=True)
 class FileCheck:
     "What the check learned about one image file."
@@ -34,6 +44,39 @@ class FileCheck:
     size: tuple[int, int] | None  # (width, height) after EXIF orientation; None: did not decode
     reason: str | None = None  # None when the image decodes; else one of core.IMAGE_READ_REASONS
     message: str | None = None  # the full explanation for a bad file
+    pixels_sha256: str | None = None  # hash of the decoded RGB pixels: same picture, any encoding
+    thumbnail: bytes | None = None  # THUMBNAIL_SIDE**2 grayscale bytes, for near duplicates
+    mode: str | None = None  # the file's colour mode before conversion to RGB ('L', 'RGBA', ...)
+
+    def to_row(self) -> list:
+        "A JSON-ready list (the check cache stores one per file)."
+        return [str(self.path), self.sha256, list(self.size) if self.size else None, self.reason,
+                self.message, self.pixels_sha256,
+                self.thumbnail.hex() if self.thumbnail is not None else None, self.mode]
+
+    @classmethod
+    def from_row(cls, row: list # what `to_row` wrote
+                ) -> "FileCheck":
+        "The FileCheck `to_row` wrote; ValueError/TypeError when `row` is not one."
+        path, digest, size, reason, message, pixels, thumb, mode = row
+        if not isinstance(path, str) or (size is not None and len(size) != 2):
+            raise ValueError(f"not a FileCheck row: {row!r:.80}")
+        thumb = bytes.fromhex(thumb) if thumb is not None else None
+        if thumb is not None and len(thumb) != THUMBNAIL_SIDE ** 2:
+            raise ValueError("thumbnail of the wrong size")
+        return cls(Path(path), digest, tuple(int(v) for v in size) if size else None, reason,
+                   message, pixels, thumb, mode)
+
+def image_thumbnail(im: Image.Image # a decoded image
+                   ) -> bytes:
+    "The 8x8 grayscale thumbnail (bilinear, 64 bytes) the near-duplicate search compares."
+    side = THUMBNAIL_SIDE
+    return im.convert("L").resize((side, side), Image.Resampling.BILINEAR).tobytes()
+
+def _file_mode(data: bytes) -> str | None:
+    try:
+        with Image.open(io.BytesIO(data)) as f: return f.mode  # the header only
+    except Exception: return None
 
 def check_image_file(path: str | os.PathLike, # image file
                      max_pixels: int | None = None, # decompression-bomb limit (None: Pillow's)
@@ -45,7 +88,9 @@ def check_image_file(path: str | os.PathLike, # image file
     digest = sha256_bytes(data)
     try: im = load_image_rgb(path, max_pixels, data=data)
     except ImageReadError as e: return FileCheck(path, digest, None, e.reason, str(e))
-    return FileCheck(path, digest, im.size)
+    pixels = hashlib.sha256(f"{im.width}x{im.height}|".encode() + im.tobytes()).hexdigest()
+    return FileCheck(path, digest, im.size, pixels_sha256=pixels, thumbnail=image_thumbnail(im),
+                     mode=_file_mode(data))
 
 # %% ../../nbs/03_data.check.ipynb #d25339dc
 def _available_cores() -> int:
@@ -78,6 +123,140 @@ def check_files(paths: list[str | os.PathLike], # image files to check
 # %% ../../nbs/03_data.check.ipynb #ebe9b71f
 CHECK_POLICIES = ("skip", "warn", "fail")
 
+# %% ../../nbs/03_data.check.ipynb #3e84e256
+NEAR_DUPLICATE_RMS = 3.0  # gray levels (of 255): thumbnails this close are near duplicates
+
+def near_duplicate_pairs(thumbnails: np.ndarray, # N x 64 uint8: one image_thumbnail per row
+                         max_rms: float = NEAR_DUPLICATE_RMS, # RMS difference at most this
+                         block: int = 1024, # rows (and columns) compared at once
+                        ) -> np.ndarray:
+    "Row pairs (i < j) linking rows whose thumbnails differ by at most `max_rms` (RMS); exact."
+    thumbnails = np.asarray(thumbnails, dtype=np.uint8).reshape(len(thumbnails), -1)
+    if len(thumbnails) < 2: return np.zeros((0, 2), dtype=np.int64)
+    # identical rows (exact copies) are linked to their first occurrence, then searched once
+    uniq, first, inverse = np.unique(thumbnails, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.ravel()
+    same = np.stack([first[inverse], np.arange(len(thumbnails))], 1)
+    same = same[same[:, 0] != same[:, 1]]
+    # integer pixels: every sum below stays under 2**24, so float32 is exact
+    t = uniq.astype(np.float32) - 128.0
+    n, d = t.shape
+    means = t.mean(1)
+    order = np.argsort(means, kind="stable")
+    t, means = t[order], means[order]
+    sq, limit, found = (t * t).sum(1), max_rms ** 2 * d, [np.zeros((0, 2), dtype=np.int64)]
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        # |mean(a) - mean(b)| <= rms(a - b): only rows with a close mean can be near (sorted)
+        end = int(np.searchsorted(means, means[stop - 1] + max_rms, side="right"))
+        for c0 in range(start, end, 8 * block):
+            c1 = min(end, c0 + 8 * block)
+            dist = sq[start:stop, None] + sq[None, c0:c1] - 2.0 * (t[start:stop] @ t[c0:c1].T)
+            i, j = np.nonzero(dist <= limit)
+            i, j = i + start, j + c0
+            keep = j > i
+            found.append(np.stack([i[keep], j[keep]], 1))
+    near = first[order[np.concatenate(found)]]
+    return np.sort(np.concatenate([same, near]), axis=1).astype(np.int64)
+
+# %% ../../nbs/03_data.check.ipynb #fd80b647
+DUPLICATE_POLICIES = ("warn", "drop_from_eval", "fail")
+
+def duplicate_groups(index: DatasetIndex, # the scanned index
+                     checks: list[FileCheck], # check results of the index's files (any order)
+                     max_rms: float | None = NEAR_DUPLICATE_RMS, # near threshold; None: exact only
+                    ) -> list[dict]:
+    "Groups of split entries showing the same picture: same bytes, same pixels, or near."
+    good = {c.path: c for c in checks if c.reason is None and c.sha256}
+    paths = list(dict.fromkeys(r.path for s in SPLITS for r in index.splits.get(s, [])
+                               if r.path in good))
+    if not paths: return []
+    node = {p: i for i, p in enumerate(paths)}
+    edges = [np.zeros((0, 2), dtype=np.int64)]
+    for key in ("sha256", "pixels_sha256"):
+        first: dict[str, int] = {}
+        same = [(first.setdefault(h, node[p]), node[p]) for p in paths
+                if (h := getattr(good[p], key)) is not None]
+        edges.append(np.array(same, dtype=np.int64).reshape(-1, 2))
+    with_thumb = [p for p in paths if good[p].thumbnail is not None]
+    if max_rms is not None and len(with_thumb) >= 2:
+        thumbs = np.frombuffer(b"".join(good[p].thumbnail for p in with_thumb), dtype=np.uint8)
+        pairs = near_duplicate_pairs(thumbs.reshape(len(with_thumb), -1), max_rms)
+        edges.append(np.array([node[p] for p in with_thumb], dtype=np.int64)[pairs])
+    e = np.concatenate(edges)
+    graph = coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(len(paths), len(paths)))
+    _, component = connected_components(graph, directed=False)
+    members: dict[int, list[tuple[str, Path, str]]] = defaultdict(list)
+    for s in SPLITS:
+        for r in index.splits.get(s, []):
+            if r.path in node: members[int(component[node[r.path]])].append((s, r.path, r.label))
+    groups = []
+    for items in members.values():
+        if len(items) < 2: continue
+        checked = [good[p] for _, p, _ in items]
+        kind = ("exact" if len({c.sha256 for c in checked}) == 1 else
+                "pixels" if len({c.pixels_sha256 for c in checked}) == 1 else "near")
+        splits = [s for s in SPLITS if any(s == s_ for s_, _, _ in items)]
+        first = checked[0]
+        match = lambda c: ("exact" if c.sha256 == first.sha256 else
+                           "pixels" if c.pixels_sha256 == first.pixels_sha256 else "near")
+        groups.append({"kind": kind, "splits": splits, "cross_split": len(splits) > 1,
+                       "files": [{"split": s, "path": index.relative(p), "label": label,
+                                  "match": match(c) if k else "first"}
+                                 for k, ((s, p, label), c) in enumerate(zip(items, checked))]})
+    return sorted(groups, key=lambda g: (not g["cross_split"], g["files"][0]["path"]))
+
+def duplicate_counts(groups: list[dict] # from duplicate_groups
+                    ) -> dict:
+    "How many groups (across splits, within one split) of each kind, and their files."
+    cross = [g for g in groups if g["cross_split"]]
+    kinds = ("exact", "pixels", "near")
+    return {"groups": len(groups), "cross_split_groups": len(cross),
+            "within_split_groups": len(groups) - len(cross),
+            "by_kind": {k: sum(g["kind"] == k for g in groups) for k in kinds},
+            "cross_split_by_kind": {k: sum(g["kind"] == k for g in cross) for k in kinds},
+            "files_in_groups": sum(len(g["files"]) for g in groups),
+            "extra_copies": sum(len(g["files"]) - 1 for g in groups)}
+
+def eval_copies(groups: list[dict] # from duplicate_groups
+               ) -> list[dict]:
+    "The val/test members of cross-split groups that `drop_from_eval` removes ({'split', 'path'})."
+    out = []
+    for g in groups:
+        if not g["cross_split"]: continue
+        drop = ("val", "test") if "train" in g["splits"] else ("test",)  # val+test: keep val
+        out += [{"split": f["split"], "path": f["path"]} for f in g["files"]
+                if f["split"] in drop]
+    return out
+
+# %% ../../nbs/03_data.check.ipynb #b03046c5
+TINY_SIDE = 16  # images with a shorter side below this many pixels are reported as tiny
+EXTREME_ASPECT = 4.0  # width/height above this or below its inverse is reported as extreme
+
+def _spread(values: list[float]) -> dict | None:
+    if not values: return None
+    q = np.percentile(np.asarray(values, dtype=np.float64), [0, 5, 50, 95, 100])
+    return dict(zip(("min", "p5", "median", "p95", "max"), (round(float(v), 3) for v in q)))
+
+def image_statistics(checks: list[FileCheck], # check results
+                     relative=str, # path -> the name written in the report
+                     max_examples: int = 10, # files named per finding
+                    ) -> dict:
+    "Sizes, aspect ratios, colour modes, tiny and extreme images of the files that decode."
+    ok = [c for c in checks if c.size]
+    sizes = [c.size for c in ok]
+    aspect = [w / h for w, h in sizes]
+    tiny = [c for c in ok if min(c.size) < TINY_SIDE]
+    extreme = [c for c in ok if not 1 / EXTREME_ASPECT <= c.size[0] / c.size[1] <= EXTREME_ASPECT]
+    return {"images": len(ok), "width": _spread([w for w, _ in sizes]),
+            "height": _spread([h for _, h in sizes]), "aspect_ratio": _spread(aspect),
+            "most_common_sizes": [[w, h, n] for (w, h), n in Counter(sizes).most_common(5)],
+            "modes": dict(Counter(c.mode or "unknown" for c in ok).most_common()),
+            "tiny": {"min_side": TINY_SIDE, "count": len(tiny),
+                     "examples": [relative(c.path) for c in tiny[:max_examples]]},
+            "extreme_aspect": {"max_ratio": EXTREME_ASPECT, "count": len(extreme),
+                               "examples": [relative(c.path) for c in extreme[:max_examples]]}}
+
 # %% ../../nbs/03_data.check.ipynb #3500c981
 @dataclasses.dataclass
 class BadFile:
@@ -108,6 +287,12 @@ class DatasetReport:
     image_size_range: dict[str, list[int] | None]
     seconds: float  # time spent decoding
     num_workers: int  # decoding workers used (0: checked in the calling thread)
+    duplicate_groups: list[dict] = dataclasses.field(default_factory=list)  # duplicate_groups()
+    duplicates_policy: str = "warn"  # one of DUPLICATE_POLICIES
+    dropped_from_eval: list[dict] = dataclasses.field(default_factory=list)  # eval_copies() out
+    near_duplicate_rms: float | None = NEAR_DUPLICATE_RMS  # the threshold used; None: exact only
+    image_stats: dict = dataclasses.field(default_factory=dict)  # image_statistics()
+    checks: list[FileCheck] = dataclasses.field(default_factory=list, repr=False)  # per file
 
     @property
     def num_checked(self) -> int:
@@ -159,6 +344,12 @@ class DatasetReport:
             "missing_classes": self.missing_classes, "unknown_labels": self.index.unknown_labels,
             "duplicates_across_splits": self.duplicates_across_splits,
             "duplicates_within_split": self.duplicates_within_split,
+            "duplicates": {"policy": self.duplicates_policy,
+                           "near_duplicate_rms": self.near_duplicate_rms,
+                           "counts": duplicate_counts(self.duplicate_groups),
+                           "dropped_from_eval": self.dropped_from_eval,
+                           "groups": self.duplicate_groups},
+            "image_stats": self.image_stats,
             "ignored_files": [self.index.relative(p) for p in self.index.ignored_files],
             "image_size_range": self.image_size_range,
             "seconds": round(self.seconds, 3), "num_workers": self.num_workers,
@@ -179,19 +370,21 @@ class DatasetReport:
         table = Table(title=escape(f"Dataset check: {root} ({self.index.format}, "
                                    f"policy {self.policy})"))
         for col in ("split", "images", "bad", "classes", "min/class", "max/class",
-                    "missing classes"):
+                    "in dup. groups", "missing classes"):
             table.add_column(col, justify="left" if col in ("split", "missing classes")
                              else "right")
         bad_per_split = Counter(s for b in self.bad_files for s in b.splits)
+        dup_per_split = Counter(f["split"] for g in self.duplicate_groups for f in g["files"])
         for s in SPLITS:
             c = counts[s]; n = sum(c.values())
             if not sum(before[s].values()) and not bad_per_split[s]:
-                table.add_row(s, "0", "", "", "", "", "(empty split)"); continue
+                table.add_row(s, "0", "", "", "", "", "", "(empty split)"); continue
             missing = self.missing_classes.get(s, [c_ for c_, v in c.items() if v == 0]
                                                if s == "train" else [])
             table.add_row(s, str(n), str(bad_per_split[s] or ""),
                           f"{sum(1 for v in c.values() if v)}/{len(c)}",
-                          str(min(c.values())), str(max(c.values())), escape(_short(missing, 4)))
+                          str(min(c.values())), str(max(c.values())),
+                          str(dup_per_split[s] or ""), escape(_short(missing, 4)))
         console.print(table)
         lines = []
         if self.bad_files:
@@ -206,11 +399,22 @@ class DatasetReport:
             if len(self.bad_files) > max_lines:
                 lines.append(f"  ... and {len(self.bad_files) - max_lines} more "
                              "(see dataset_report.json)")
-        if self.duplicates_across_splits:
-            lines.append(f"[bold yellow]leakage: {len(self.duplicates_across_splits)} image(s) "
-                         "appear in more than one split:[/]")
-            lines += ["  " + escape(" == ".join(f"{f['path']} ({f['split']})" for f in g["files"]))
-                      for g in self.duplicates_across_splits[:max_lines]]
+        if self.duplicate_groups:
+            n = duplicate_counts(self.duplicate_groups)
+            cross = [g for g in self.duplicate_groups if g["cross_split"]]
+            k = n["cross_split_by_kind"]
+            colour = "bold yellow" if cross else "yellow"
+            lines.append(f"[{colour}]duplicates ({self.duplicates_policy}): "
+                         f"{n['cross_split_groups']} "
+                         f"group(s) across splits (leakage: {k['exact']} exact, {k['pixels']} same "
+                         f"pixels, {k['near']} near), {n['within_split_groups']} within a split; "
+                         f"{n['extra_copies']} extra copies[/]")
+            lines += ["  " + escape(f"{g['kind']}: {_group_line(g)}") for g in cross[:max_lines]]
+            if len(cross) > max_lines:
+                lines.append(f"  ... and {len(cross) - max_lines} more (see dataset_report.json)")
+            if self.dropped_from_eval:
+                lines.append(f"  {len(self.dropped_from_eval)} val/test copies left out of "
+                             "evaluation (data.duplicates=drop_from_eval)")
         for split, labels in self.index.unknown_labels.items():
             lines.append(f"[yellow]{split}: labels unknown to train excluded:[/] "
                          f"{escape(str(labels))}")
@@ -220,8 +424,11 @@ class DatasetReport:
         if self.imbalance_ratio and self.imbalance_ratio >= 3:
             lines.append(f"[yellow]imbalance ratio {self.imbalance_ratio} (largest / smallest "
                          "train class); consider data.sampler=auto or data.class_weights=auto[/]")
-        if any(self.duplicates_within_split.values()):
-            lines.append(escape(f"duplicate files within a split: {self.duplicates_within_split}"))
+        st = self.image_stats
+        if st.get("tiny", {}).get("count") or st.get("extreme_aspect", {}).get("count"):
+            lines.append(f"[yellow]{st['tiny']['count']} tiny image(s) (side < {TINY_SIDE} px), "
+                         f"{st['extreme_aspect']['count']} with an extreme aspect ratio (beyond "
+                         f"{EXTREME_ASPECT:g}:1); see image_stats in dataset_report.json[/]")
         if self.index.ignored_files:
             lines.append(escape(f"{len(self.index.ignored_files)} non-image file(s) ignored "
                                 f"(e.g. {self.index.relative(self.index.ignored_files[0])})"))
@@ -269,17 +476,36 @@ def _duplicates(index: DatasetIndex, digests: dict[Path, str]) -> tuple[list[dic
             within[s] += max(0, sum(1 for s_, _ in items if s_ == s) - 1)
     return across, {s: within.get(s, 0) for s in SPLITS}
 
+def _group_line(g: dict) -> str:
+    return " == ".join(f"{f['path']} ({f['split']})" for f in g["files"][:4]) + (
+        f" (+{len(g['files']) - 4} more)" if len(g["files"]) > 4 else "")
+
+def _duplicate_message(groups: list[dict], policy: str, max_listed: int) -> str:
+    cross = [g for g in groups if g["cross_split"]]
+    kinds = Counter(g["kind"] for g in cross)
+    listed = "\n".join(f"  {g['kind']}: {_group_line(g)}" for g in cross[:max_listed])
+    more = f"\n  ... and {len(cross) - max_listed} more" if len(cross) > max_listed else ""
+    return (f"{len(cross)} group(s) of the same picture appear in more than one split (leakage: "
+            f"{kinds['exact']} exact, {kinds['pixels']} same pixels, {kinds['near']} near):\n"
+            f"{listed}{more}")
+
 def check_dataset(index: DatasetIndex, # result of scan_dataset
                   policy: str = "skip", # bad images: 'skip' (leave out), 'warn' or 'fail' (raise)
                   num_workers: int | None = None, # workers (None: one per core; 0: this thread)
                   executor: str = "thread", # 'thread' or 'process' workers (see check_files)
                   max_pixels: int | None = None, # decompression-bomb limit (None: Pillow's default)
                   verbose: bool = True, # print the summary table (rich)
-                  max_listed: int = 20, # bad files named in warnings and errors
+                  max_listed: int = 20, # bad files / duplicate groups named in warnings and errors
+                  duplicates: str = "warn", # cross-split copies: 'warn', 'drop_from_eval', 'fail'
+                  near_duplicate_rms: float | None = NEAR_DUPLICATE_RMS, # None: exact copies only
+                  checks: list[FileCheck] | None = None, # earlier results for these files (cache)
                  ) -> DatasetReport:
-    "Decode every image of the index; report bad files, class balance, missing classes, leakage."
+    "Decode every image of the index; report bad files, balance, missing classes, duplicates."
     if policy not in CHECK_POLICIES:
         raise ConfigError(f"data.check_policy={policy!r}: use one of {', '.join(CHECK_POLICIES)}")
+    if duplicates not in DUPLICATE_POLICIES:
+        raise ConfigError(f"data.duplicates={duplicates!r}: use one of "
+                          f"{', '.join(DUPLICATE_POLICIES)}")
     splits_of: dict[Path, list[str]] = defaultdict(list)
     for s in SPLITS:
         for r in index.splits.get(s, []):
@@ -287,25 +513,35 @@ def check_dataset(index: DatasetIndex, # result of scan_dataset
     paths = list(splits_of)
     workers = _available_cores() if num_workers is None else int(num_workers)
     start = time.perf_counter()
-    results = check_files(paths, num_workers=workers, max_pixels=max_pixels, executor=executor,
-                          min_parallel=64)
-    seconds = time.perf_counter() - start
+    if checks is not None and [c.path for c in checks] != paths:
+        raise ValueError("checks do not match the index's files (in order)")
+    results = checks if checks is not None else check_files(
+        paths, num_workers=workers, max_pixels=max_pixels, executor=executor, min_parallel=64)
     bad = [BadFile(r.path, splits_of[r.path], r.reason, r.message) for r in results if r.reason]
     bad_paths = {b.path for b in bad}
     digests = {r.path: r.sha256 for r in results if r.sha256 and not r.reason}
     across, within = _duplicates(index, digests)
+    groups = duplicate_groups(index, results, near_duplicate_rms)
+    seconds = time.perf_counter() - start
     sizes = [r.size for r in results if r.size]
     size_range = ({"min": [min(w for w, _ in sizes), min(h for _, h in sizes)],
                    "max": [max(w for w, _ in sizes), max(h for _, h in sizes)]}
                   if sizes else {"min": None, "max": None})
+    dropped = eval_copies(groups) if duplicates == "drop_from_eval" else []
+    removed = {(d["split"], d["path"]) for d in dropped}
     clean = index
-    if policy == "skip" and bad:
-        kept = {s: [r for r in index.splits.get(s, []) if r.path not in bad_paths] for s in SPLITS}
+    if (policy == "skip" and bad) or removed:
+        keep = lambda s, r: ((policy != "skip" or r.path not in bad_paths)
+                             and (s, index.relative(r.path)) not in removed)
+        kept = {s: [r for r in index.splits.get(s, []) if keep(s, r)] for s in SPLITS}
         clean = dataclasses.replace(index, splits=kept)
     report = DatasetReport(index=index, clean_index=clean, policy=policy, bad_files=bad,
                            duplicates_across_splits=across, duplicates_within_split=within,
                            image_size_range=size_range, seconds=seconds,
-                           num_workers=workers if workers > 1 and len(paths) >= 64 else 0)
+                           num_workers=workers if workers > 1 and len(paths) >= 64 else 0,
+                           duplicate_groups=groups, duplicates_policy=duplicates,
+                           dropped_from_eval=dropped, near_duplicate_rms=near_duplicate_rms,
+                           image_stats=image_statistics(results, index.relative), checks=results)
     if verbose: report.print_summary()
     more = f"\n  ... and {len(bad) - max_listed} more" if len(bad) > max_listed else ""
     listed = "\n".join(f"  {b.message}" for b in bad[:max_listed]) + more
@@ -318,11 +554,27 @@ def check_dataset(index: DatasetIndex, # result of scan_dataset
                 else "kept (policy 'warn'); decoding them will fail during training")
         warnings.warn(f"dataset check: {len(bad)} of {len(paths)} images cannot be used and are "
                       f"{what}:\n{listed}", DatasetWarning, stacklevel=2)
-    if across:
-        warnings.warn(f"dataset check: {len(across)} image(s) appear in more than one split "
-                      "(leakage), e.g. "
-                      + " and ".join(f"{f['path']} ({f['split']})" for f in across[0]["files"]),
-                      DatasetWarning, stacklevel=2)
+    if any(g["cross_split"] for g in groups):
+        message = _duplicate_message(groups, duplicates, max_listed)
+        in_groups = Counter(f["split"] for g in groups if g["cross_split"] for f in g["files"])
+        whole = [s for s in ("val", "test")
+                 if index.splits.get(s) and in_groups[s] >= len(index.splits[s])]
+        if whole: message = (f"every {' and '.join(whole)} image has a copy in another split, so "
+                             f"{'/'.join(whole)} measures memory, not generalisation; {message}")
+        if duplicates == "fail":
+            raise DatasetCheckError(f"dataset check (data.duplicates=fail): {message}\nRemove the "
+                                    "copies from val/test, or set data.duplicates=drop_from_eval "
+                                    "to evaluate without them.", report)
+        emptied = [s for s in ("val", "test") if index.splits.get(s) and not clean.splits.get(s)]
+        if emptied:
+            raise DatasetCheckError(
+                f"dataset check (data.duplicates=drop_from_eval): every {' and '.join(emptied)} "
+                f"image is a copy of an image in another split; nothing is left to evaluate on. "
+                f"{message}\nGive {'/'.join(emptied)} images of its own, or set "
+                "data.duplicates=warn to evaluate on the copies anyway.", report)
+        what = (f"{len(dropped)} val/test copies left out of evaluation" if dropped
+                else "kept; set data.duplicates=drop_from_eval to evaluate without them")
+        warnings.warn(f"dataset check: {message}\n({what})", DatasetWarning, stacklevel=2)
     if report.empty_classes:
         warnings.warn("dataset check: classes without usable train images: "
                       f"{report.empty_classes}", DatasetWarning, stacklevel=2)

@@ -8,11 +8,12 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
-import pickle
+import json
+import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Literal, Sequence
 
 import lightning.pytorch as pl
 import torch
@@ -24,9 +25,10 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from .. import __version__
 from ..core import (ClassificationBatch, ConfigError, DatasetError,
-                                      PreprocessingConfig, atomic_write_bytes, error_summary,
+                                      PreprocessingConfig, atomic_write_json, error_summary,
                                       write_labels_mapping as _write_labels_mapping)
-from .check import DatasetReport, check_dataset
+from .check import (DUPLICATE_POLICIES, DatasetReport, FileCheck,
+                                            check_dataset, check_files)
 from .datasets import (SPLITS, DatasetIndex, DatasetWarning,
                                                ImageClassificationDataset, scan_dataset)
 from .sample import default_cache_dir, materialize_sample
@@ -35,9 +37,9 @@ from .transforms import (DEFAULT_BACKBONE, build_eval_transform,
                                                  preprocessing_for_backbone)
 
 # %% auto #0
-__all__ = ['SAMPLER_POLICIES', 'CLASS_WEIGHT_POLICIES', 'SAMPLE_IMAGE_SIZE', 'SAMPLE_CROP_PCT', 'collate_classification',
-           'TrackingWeightedRandomSampler', 'class_counts', 'inverse_frequency_class_weights', 'sampler_class_weights',
-           'ImageClassificationDataModule']
+__all__ = ['SAMPLER_POLICIES', 'CLASS_WEIGHT_POLICIES', 'SAMPLE_IMAGE_SIZE', 'SAMPLE_CROP_PCT', 'CHECK_CACHE_FORMAT',
+           'collate_classification', 'TrackingWeightedRandomSampler', 'class_counts', 'inverse_frequency_class_weights',
+           'sampler_class_weights', 'read_check_cache', 'write_check_cache', 'ImageClassificationDataModule']
 
 # %% ../../nbs/05_data.datamodule.ipynb #7d6105da
 def collate_classification(samples: Sequence[dict], # dataset items {'image', 'label', 'index'}
@@ -148,12 +150,11 @@ def _rank() -> int:
     "This process's global rank as Lightning knows it (read from the environment before a Trainer)."
     return int(getattr(rank_zero_only, "rank", 0) or 0)
 
-_CACHE_LAYOUT = "|".join([*sorted(f for f in DatasetReport.__dataclass_fields__),
-                          *sorted(f for f in DatasetIndex.__dataclass_fields__)])
+CHECK_CACHE_FORMAT = "classifier_training.dataset_check/2"  # JSON: one FileCheck row per file
 
-def _index_fingerprint(index: DatasetIndex, policy: str, max_pixels: int | None = None) -> str:
-    "sha256 of the file list (paths, labels, sizes, mtimes), policy, pixel limit and code version."
-    h = hashlib.sha256(f"{__version__}|{_CACHE_LAYOUT}|{policy}|{max_pixels}|{index.root}|"
+def _index_fingerprint(index: DatasetIndex, max_pixels: int | None = None) -> str:
+    "sha256 of the file list (paths, labels, sizes, mtimes), pixel limit, cache format and version."
+    h = hashlib.sha256(f"{__version__}|{CHECK_CACHE_FORMAT}|{max_pixels}|{index.root}|"
                        f"{index.format}|{index.class_names}".encode())
     for split in SPLITS:
         for r in index.splits.get(split, []):
@@ -161,6 +162,34 @@ def _index_fingerprint(index: DatasetIndex, policy: str, max_pixels: int | None 
             except OSError: stamp = "missing"
             h.update(f"{split}|{r.path}|{r.label}|{stamp}\n".encode())
     return h.hexdigest()
+
+def read_check_cache(path: str | os.PathLike, # a file write_check_cache wrote
+                     fingerprint: str, # the file list's fingerprint it must carry
+                     paths: list[Path], # the files it must describe, in order
+                    ) -> list[FileCheck]:
+    "The per-file check results stored at `path`; ValueError when it does not parse or match."
+    try: data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"not JSON ({error_summary(e)})") from None
+    if not isinstance(data, dict) or data.get("format") != CHECK_CACHE_FORMAT:
+        raise ValueError(f"not a {CHECK_CACHE_FORMAT} file")
+    if data.get("fingerprint") != fingerprint: raise ValueError("made for another file list")
+    rows = data.get("files")
+    if not isinstance(rows, list) or len(rows) != len(paths):
+        raise ValueError("holds another number of files")
+    try:
+        if [r[0] for r in rows] != [str(p) for p in paths]: raise ValueError("other files")
+        return [FileCheck.from_row(r) for r in rows]
+    except (TypeError, ValueError, KeyError, IndexError) as e:
+        raise ValueError(error_summary(e)) from None
+
+def write_check_cache(path: str | os.PathLike, # where to store, e.g. <cache>/<fingerprint>.json
+                      fingerprint: str, # the file list's fingerprint
+                      checks: list[FileCheck], # check_files results
+                     ) -> Path:
+    "Store per-file check results as plain JSON data (never pickle: loading it runs no code)."
+    return atomic_write_json(path, {"format": CHECK_CACHE_FORMAT, "fingerprint": fingerprint,
+                                    "files": [c.to_row() for c in checks]})
 
 class ImageClassificationDataModule(pl.LightningDataModule):
     "Scan, check and load an image-classification dataset; weighted sampling and class weights."
@@ -175,7 +204,7 @@ class ImageClassificationDataModule(pl.LightningDataModule):
                  sampler: str = "none", # 'none' (shuffle), 'auto' (inverse frequency), 'manual'
                  sampler_weights: Mapping[str, float] | None = None, # class -> weight, for 'manual'
                  class_weights: str = "none", # loss weights: 'none' or 'auto' (inverse frequency)
-                 cache_images: bool = False, # keep decoded images in RAM (small datasets)
+                 cache_images: bool | Literal["auto"] = False, # keep decoded images in RAM
                  preprocessing: Mapping[str, Any] | None = None, # preprocessing overrides
                  backbone: str = DEFAULT_BACKBONE, # timm model whose data config sets preprocessing
                  train_transform: Mapping[str, Any] | None = None, # build_train_transform kwargs
@@ -188,6 +217,7 @@ class ImageClassificationDataModule(pl.LightningDataModule):
                  check_cache: bool = True, # reuse a stored check result for an unchanged file list
                  cache_dir: str | os.PathLike | None = None, # sample/check cache (None: default)
                  verbose: bool = True, # print the scan line and the check summary (rank zero only)
+                 duplicates: str = "warn", # cross-split copies: 'warn', 'drop_from_eval', 'fail'
                 ):
         super().__init__()
         self.root = Path(root).expanduser() if root is not None else None
@@ -219,7 +249,13 @@ class ImageClassificationDataModule(pl.LightningDataModule):
                           "correct the imbalance; together they over-correct (rare classes end up "
                           "favoured). Usually pick one.", stacklevel=2)
         self.sampler_seed = None if sampler_seed is None else int(sampler_seed)
-        self.cache_images, self.drop_last = bool(cache_images), drop_last
+        if cache_images not in (True, False, "auto"):
+            raise ConfigError(f"data.cache_images={cache_images!r}: use true, false or auto")
+        self.cache_images, self.drop_last = cache_images, drop_last
+        if duplicates not in DUPLICATE_POLICIES:
+            raise ConfigError(f"data.duplicates={duplicates!r}: use one of "
+                              f"{', '.join(DUPLICATE_POLICIES)}")
+        self.duplicates = duplicates
         self.verbose = bool(verbose)
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
         self._pin_memory_arg, self.persistent_workers = pin_memory, bool(persistent_workers)
@@ -261,29 +297,35 @@ class ImageClassificationDataModule(pl.LightningDataModule):
     def _check_cache_path(self, index: DatasetIndex) -> Path:
         folder = ((self.cache_dir if self.cache_dir is not None else default_cache_dir())
                   / "dataset_checks")
-        return folder / f"{_index_fingerprint(index, self.check_policy, self.max_pixels)}.pkl"
+        return folder / f"{_index_fingerprint(index, self.max_pixels)}.json"
 
     def _checked(self, index: DatasetIndex) -> DatasetReport:
-        "The check report for `index`: stored for an unchanged file list, else a new check."
+        "The check report for `index`: per-file results stored for an unchanged file list, or new."
         loud = self.verbose and _rank() == 0
         path = self._check_cache_path(index) if self.check_cache else None
+        paths, checks, seconds = list(dict.fromkeys(index.paths())), None, 0.0
         if path is not None and path.is_file():
-            try:
-                with open(path, "rb") as f: report = pickle.load(f)
-            except Exception: report = None  # unreadable entry: check again and overwrite it
-            if isinstance(report, DatasetReport):
-                if loud:
-                    print("dataset check: reusing the stored result for this exact file list "
-                          f"({path})")
-                    report.print_summary()
-                return report
+            try: checks = read_check_cache(path, path.stem, paths)
+            except (OSError, ValueError) as e:  # never trusted: check again and overwrite it
+                if loud: print(f"dataset check: ignoring the stored result {path} "
+                               f"({error_summary(e)}); checking again")
+            else:
+                if loud: print("dataset check: reusing the stored result for this exact file list "
+                               f"({path})")
+        if checks is None:
+            start = time.perf_counter()
+            checks = check_files(paths, num_workers=self.check_workers, max_pixels=self.max_pixels)
+            seconds = time.perf_counter() - start
+            if path is not None:
+                try: write_check_cache(path, path.stem, checks)
+                except OSError as e:
+                    warnings.warn(f"could not store the dataset check result in {path.parent}: "
+                                  f"{error_summary(e)}", stacklevel=2)
         report = check_dataset(index, policy=self.check_policy, num_workers=self.check_workers,
-                               max_pixels=self.max_pixels, verbose=loud)
-        if path is not None:
-            try: atomic_write_bytes(path, pickle.dumps(report, protocol=pickle.HIGHEST_PROTOCOL))
-            except OSError as e:
-                warnings.warn(f"could not store the dataset check result in {path.parent}: {e}",
-                              stacklevel=2)
+                               max_pixels=self.max_pixels, verbose=False,
+                               duplicates=self.duplicates, checks=checks)
+        report.seconds += seconds
+        if loud: report.print_summary()
         return report
 
     def _prepare_index(self) -> None:
