@@ -11,8 +11,10 @@ import importlib.resources
 import logging
 import os
 import re
+import string
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,9 +35,9 @@ if TYPE_CHECKING:  # the pipeline's heavy modules: imported where they run, not 
     from classifier_training.model import ImageClassifier
 
 # %% auto #0
-__all__ = ['KEYWORD_KEYS', 'datamodule_arguments', 'build_datamodule', 'build_model', 'build_callbacks', 'build_logger',
-           'build_trainer', 'TrainResult', 'error_from_loader_worker', 'override_value', 'keyword_overrides',
-           'training_config', 'train', 'main']
+__all__ = ['LIGHTNING_NOISE', 'KEYWORD_KEYS', 'datamodule_arguments', 'build_datamodule', 'build_model', 'build_callbacks',
+           'build_logger', 'build_trainer', 'TrainResult', 'silence_lightning_noise', 'error_from_loader_worker',
+           'override_value', 'keyword_overrides', 'training_config', 'train', 'app_help', 'main']
 
 # %% ../nbs/42_train.ipynb #14a44a41
 def datamodule_arguments(cfg: DictConfig, # a composed config
@@ -90,8 +92,13 @@ def build_trainer(cfg: DictConfig, # a composed config (paths.run_dir resolved)
                  ) -> pl.Trainer:
     "A Trainer for `cfg.trainer`, writing into the run folder, with atomic checkpoint saves."
     import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import ModelSummary
+    from classifier_training.callbacks.model_info import LayerSummary
     from classifier_training.checkpoints import AtomicCheckpointIO
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if kwargs.get("enable_model_summary", True) is not False and not any(
+            isinstance(c, ModelSummary) for c in callbacks):
+        callbacks = [*callbacks, LayerSummary()]  # Lightning's table minus metrics and 0 FLOPs
     return pl.Trainer(**kwargs, default_root_dir=cfg.paths.run_dir, callbacks=callbacks,
                       logger=logger, plugins=[AtomicCheckpointIO()])
 
@@ -242,6 +249,23 @@ def _summary_table(run_dir: Path, metrics: dict, artifacts: dict[str, Path], bes
     table.add_row("time", f"{seconds:.1f} s")
     return table
 
+# %% ../nbs/42_train.ipynb #31d7478a
+LIGHTNING_NOISE = ("💡 Tip: For seamless cloud logging",  # Lightning's log lines that say nothing
+                   "Trainer already configured with model summary callbacks")  # (ours: LayerSummary)
+_PYTREE_DEPRECATION = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
+
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(LIGHTNING_NOISE)
+
+def silence_lightning_noise() -> None:
+    "Drop Lightning's `LIGHTNING_NOISE` lines and the `_pytree` FutureWarning raised in Lightning."
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)  # where Lightning's rank_zero_info logs
+        if not any(isinstance(f, _DropNoise) for f in logger.filters): logger.addFilter(_DropNoise())
+    warnings.filterwarnings("ignore", message=_PYTREE_DEPRECATION, category=FutureWarning,
+                            module=r"lightning\.pytorch\.utilities\._pytree")
+
 # %% ../nbs/42_train.ipynb #067e71b2
 _WORKER_ERROR = re.compile(r"^classifier_training\.[\w.]+?\.(\w+Error): (.+)$", re.M)
 
@@ -301,6 +325,7 @@ def train(cfg: DictConfig | list[str] | None = None, # a composed config, or CLI
     cfg = training_config(cfg, run_dir, **keys)
     t0, started, console = time.perf_counter(), utc_timestamp(), console or Console()
     for name in _NOISY_LOGGERS: logging.getLogger(name).setLevel(logging.WARNING)
+    silence_lightning_noise()
     cfg, datamodule, callbacks, logger, resume_from = _prepare(cfg)                   # 1. config
     with claim_run_folder(cfg.paths.run_dir, cfg.resume, resume_from, cfg.overwrite,  # 2. folder
                           lock=not cfg.dry_run) as lock:
@@ -354,6 +379,20 @@ def _write_hydra_record(task_cfg: DictConfig) -> None:
 _CONF_DIR = importlib.resources.files("classifier_training") / "conf"
 _LIGHT_FLAGS = ("help", "hydra_help", "info", "shell_completion")  # need no pipeline import
 
+def app_help(overrides: list[str] = (), # the overrides given beside --help
+            ) -> str:
+    "The text of `classifier-train --help`, as Hydra writes it, without listing Hydra's own groups."
+    from hydra import compose, initialize_config_dir
+    with initialize_config_dir(config_dir=str(_CONF_DIR), version_base=None, job_name="train"):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+    template = cfg.hydra.help.template
+    folders = sorted(p for p in Path(str(_CONF_DIR)).iterdir() if p.is_dir())
+    groups = "".join(f"{p.name}: {', '.join(sorted(f.stem for f in p.glob('*.yaml')))}\n"
+                     for p in folders)
+    with open_dict(cfg): del cfg["hydra"]
+    return string.Template(template).substitute(APP_CONFIG_GROUPS=groups, FLAGS_HELP="",
+                                                HYDRA_CONFIG_GROUPS="", CONFIG=OmegaConf.to_yaml(cfg))
+
 @hydra.main(config_path=str(_CONF_DIR), config_name="train", version_base=None)
 def _hydra_app(cfg: DictConfig) -> None:
     from classifier_training.run_folder import RunFolderError, is_first_process
@@ -378,7 +417,9 @@ def main() -> None:
     "Entry point `classifier-train`: check overrides, trainer and run folder; run the Hydra app."
     from hydra._internal.utils import get_args_parser
     args, _ = get_args_parser().parse_known_args(sys.argv[1:])
-    if any(getattr(args, f, None) for f in _LIGHT_FLAGS): return _hydra_app()
+    if args.help and not args.hydra_help:  # Hydra's own --help lists its groups too: seconds
+        with contextlib.suppress(Exception): return print(app_help(args.overrides))
+    if any(getattr(args, f, None) for f in _LIGHT_FLAGS): return _hydra_app()  # its own errors
     from classifier_training.config import (check_trainer_can_run, compose_config,
                                             expand_override_paths)  # and the run_folder resolver
     from classifier_training.model import check_model_arguments
