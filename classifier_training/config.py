@@ -66,7 +66,8 @@ CONFIG_CHOICES = {"data.check_policy": CHECK_POLICIES, "data.sampler": SAMPLER_P
                   "transforms.auto_augment": AUTO_AUGMENT_POLICIES,
                   "model.optimizer": OPTIMIZERS, "model.loss": LOSSES,
                   "trainer.gradient_clip_algorithm": tuple(a.value for a in GradClipAlgorithmType)}
-ROOT_KEYS = {"name": Optional[str], "seed": int, "resume": Optional[str], "dry_run": bool, "overwrite": bool,
+ROOT_KEYS = {"name": Optional[str], "seed": int, "resume": Optional[str], "dry_run": bool,
+             "overwrite": bool,
              "paths": {"run_dir": str},
              "callbacks": Optional[dict], "logger": Optional[dict]}  # the root's own keys
 

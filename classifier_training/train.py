@@ -250,8 +250,8 @@ def _summary_table(run_dir: Path, metrics: dict, artifacts: dict[str, Path], bes
     return table
 
 # %% ../nbs/42_train.ipynb #31d7478a
-LIGHTNING_NOISE = ("💡 Tip: For seamless cloud logging",  # Lightning's log lines that say nothing
-                   "Trainer already configured with model summary callbacks")  # (ours: LayerSummary)
+LIGHTNING_NOISE = ("💡 Tip: For seamless cloud logging",  # Lightning's lines that say nothing
+                   "Trainer already configured with model summary callbacks")  # (LayerSummary)
 _PYTREE_DEPRECATION = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
 
 class _DropNoise(logging.Filter):
@@ -262,7 +262,8 @@ def silence_lightning_noise() -> None:
     "Drop Lightning's `LIGHTNING_NOISE` lines and the `_pytree` FutureWarning raised in Lightning."
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logger = logging.getLogger(name)  # where Lightning's rank_zero_info logs
-        if not any(isinstance(f, _DropNoise) for f in logger.filters): logger.addFilter(_DropNoise())
+        if not any(isinstance(f, _DropNoise) for f in logger.filters):
+            logger.addFilter(_DropNoise())
     warnings.filterwarnings("ignore", message=_PYTREE_DEPRECATION, category=FutureWarning,
                             module=r"lightning\.pytorch\.utilities\._pytree")
 
@@ -390,8 +391,8 @@ def app_help(overrides: list[str] = (), # the overrides given beside --help
     groups = "".join(f"{p.name}: {', '.join(sorted(f.stem for f in p.glob('*.yaml')))}\n"
                      for p in folders)
     with open_dict(cfg): del cfg["hydra"]
-    return string.Template(template).substitute(APP_CONFIG_GROUPS=groups, FLAGS_HELP="",
-                                                HYDRA_CONFIG_GROUPS="", CONFIG=OmegaConf.to_yaml(cfg))
+    fields = dict(APP_CONFIG_GROUPS=groups, FLAGS_HELP="", HYDRA_CONFIG_GROUPS="")
+    return string.Template(template).substitute(**fields, CONFIG=OmegaConf.to_yaml(cfg))
 
 @hydra.main(config_path=str(_CONF_DIR), config_name="train", version_base=None)
 def _hydra_app(cfg: DictConfig) -> None:
