@@ -34,6 +34,7 @@ SCRIPTS = [
     ("bench_callback_overhead.py", ["--rounds", "1", "--epochs", "2"], []),  # default-size epochs: 1 steady epoch each
     ("bench_onnx_vs_eager.py", ["--repeats", "5"], []),
     ("bench_make_train.py", ["--ddp-repeats", "1"], ["--ddp-repeats", "3"]),
+    ("bench_help_time.py", ["--repeats", "5"], []),
 ]
 
 
