@@ -419,7 +419,11 @@ def main() -> None:
     from hydra._internal.utils import get_args_parser
     args, _ = get_args_parser().parse_known_args(sys.argv[1:])
     if args.help and not args.hydra_help:  # Hydra's own --help lists its groups too: seconds
-        with contextlib.suppress(Exception): return print(app_help(args.overrides))
+        overrides = args.overrides
+        if any("=~" in o for o in overrides):  # rare: worth the config module's import
+            from classifier_training.config import expand_override_paths
+            overrides = expand_override_paths(overrides)
+        with contextlib.suppress(Exception): return print(app_help(overrides))
     if any(getattr(args, f, None) for f in _LIGHT_FLAGS): return _hydra_app()  # its own errors
     from classifier_training.config import (check_trainer_can_run, compose_config,
                                             expand_override_paths)  # and the run_folder resolver

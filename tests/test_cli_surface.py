@@ -202,6 +202,17 @@ def test_help_needs_no_torch_lightning_or_timm():
     assert seconds < 10, seconds  # about 1 s here; bench/help_time.py measures it
 
 
+def test_help_and_cfg_take_the_tilde_and_a_name(home, monkeypatch, capsys):
+    code, out, err = run_main(["--help", "data.root=~/photos"], monkeypatch, capsys)
+    assert code == 0 and f"root: {home / 'photos'}" in out, out[-2000:] + err[-2000:]
+    code, out, err = run_main(["--cfg", "job", "--resolve", "name=x", "data.root=~/photos"],
+                              monkeypatch, capsys)
+    assert code == 0 and f"root: {home / 'photos'}" in out, out[-2000:] + err[-2000:]
+    assert "\nname: x\n" in out, out[-2000:]
+    code, out, err = run_main(["--cfg", "hydra", "--resolve", "name=x"], monkeypatch, capsys)
+    assert code == 0 and "Traceback" not in out + err, out[-2000:] + err[-2000:]
+
+
 # ---------------------------------------------------------------- presets and pretrained weights
 @pytest.mark.parametrize("preset", [*(f"experiment={p}" for p in ("finetune", "scratch", "imbalanced")),
                                     "trainer=cpu", "trainer=mps"])
