@@ -35,6 +35,7 @@ SCRIPTS = [
     ("bench_onnx_vs_eager.py", ["--repeats", "5"], []),
     ("bench_make_train.py", ["--ddp-repeats", "1"], ["--ddp-repeats", "3"]),
     ("bench_predict_startup.py", ["--repeats", "5"], ["--repeats", "15"]),
+    ("bench_help_time.py", ["--repeats", "5"], []),
 ]
 
 

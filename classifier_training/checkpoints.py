@@ -163,7 +163,7 @@ def _loadable_checkpoint(path: Path, resume) -> Path:
     "`path` if it loads with `weights_only=True` and holds a training state, else a ResumeError."
     try: read_checkpoint(path, require=("state_dict", "optimizer_states", "loops"), mmap=True,
                          expected="a training checkpoint",
-                         hint="give a last.ckpt or best-*.ckpt written by classifier-train")
+                         hint="give a last.ckpt or best.ckpt written by classifier-train")
     except CheckpointError as e:
         raise ResumeError(f"resume={resume}: {e}, its run folder, or resume=none") from None
     return path

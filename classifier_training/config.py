@@ -11,6 +11,7 @@ import importlib.resources
 import importlib.util
 import inspect
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -33,13 +34,14 @@ from .data.transforms import AUTO_AUGMENT_POLICIES, build_train_transform
 from .model import LOSSES, OPTIMIZERS, ImageClassifier
 
 # %% auto #0
-__all__ = ['CONF_DIR', 'CONFIG_GROUPS', 'CONFIG_TARGETS', 'FILLED_BY_PIPELINE', 'CONFIG_CHOICES', 'ROOT_KEYS',
+__all__ = ['CONF_DIR', 'CONFIG_GROUPS', 'CONFIG_TARGETS', 'FILLED_BY_PIPELINE', 'CONFIG_CHOICES', 'ROOT_KEYS', 'RUN_FOLDERS',
            'config_group_options', 'config_parameters', 'config_schema', 'nearest_key', 'validate_config',
+           'is_path_key', 'expand_path', 'expand_config_paths', 'expand_override_paths', 'run_folder',
            'check_overrides', 'compose_config', 'check_trainer_can_run']
 
 # %% ../nbs/40_config.ipynb #3d98f701
 CONF_DIR = Path(str(importlib.resources.files("classifier_training") / "conf"))  # packaged configs
-CONFIG_GROUPS = ("data", "model", "transforms", "trainer", "callbacks", "logger")
+CONFIG_GROUPS = ("data", "model", "transforms", "trainer", "callbacks", "logger", "experiment")
 
 def config_group_options(group: str, # one of CONFIG_GROUPS
                         ) -> list[str]:
@@ -64,7 +66,8 @@ CONFIG_CHOICES = {"data.check_policy": CHECK_POLICIES, "data.sampler": SAMPLER_P
                   "transforms.auto_augment": AUTO_AUGMENT_POLICIES,
                   "model.optimizer": OPTIMIZERS, "model.loss": LOSSES,
                   "trainer.gradient_clip_algorithm": tuple(a.value for a in GradClipAlgorithmType)}
-ROOT_KEYS = {"seed": int, "resume": Optional[str], "dry_run": bool, "overwrite": bool,
+ROOT_KEYS = {"name": Optional[str], "seed": int, "resume": Optional[str], "dry_run": bool,
+             "overwrite": bool,
              "paths": {"run_dir": str},
              "callbacks": Optional[dict], "logger": Optional[dict]}  # the root's own keys
 
@@ -237,6 +240,60 @@ def validate_config(cfg: DictConfig | dict, # a composed config (checked once re
         if node is not None: _check_target_node(node, f"callbacks.{name}")
     if d.get("logger"): _check_target_node(d["logger"], "logger")
 
+# %% ../nbs/40_config.ipynb #62541120
+RUN_FOLDERS = "runs"  # named runs live in runs/NAME (relative to the working directory)
+_PATH_KEY = re.compile(r"root|resume|pretrained|dirpath|\w*_dir|\w*_path|\w*_file")
+_HYDRA_UNQUOTED = re.compile(r"[\w/\-+.$%*@?|]*")  # what an unquoted override value may hold
+
+def is_path_key(key: str, # a config key, dotted or not: "data.root", "callbacks.x.output_dir"
+               ) -> bool:
+    "Whether the config `key` holds a path (its last part: root, resume, pretrained, *_dir, ...)."
+    return bool(_PATH_KEY.fullmatch(key.rsplit(".", 1)[-1]))
+
+def expand_path(value: str, # a path as written in the config or on the command line
+               ) -> str:
+    "`value` with a leading `~` and environment variables (`$HOME`, `${HOME}`) expanded."
+    return os.path.expandvars(os.path.expanduser(value))
+
+def expand_config_paths(tree: dict, # a resolved config as plain containers
+                        prefix: str = "", # the dotted key of `tree` in the whole config
+                       ) -> dict:
+    "A copy of `tree` with `~` and environment variables expanded in every path value."
+    out = {}
+    for key, value in tree.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, dict): value = expand_config_paths(value, full + ".")
+        elif isinstance(value, str) and is_path_key(full) and "${" not in value:
+            value = expand_path(value)  # an interpolation is expanded once resolved
+        out[key] = value
+    return out
+
+def expand_override_paths(overrides: list[str], # command-line overrides: "data.root=~/photos"
+                         ) -> list[str]:
+    "`overrides` with each value that starts with `~` expanded (Hydra's grammar rejects the `~`)."
+    out = []
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if sep and value.startswith("~"):
+            value = os.path.expanduser(value)
+            if not _HYDRA_UNQUOTED.fullmatch(value): value = "'" + value.replace("'", "\\'") + "'"
+            override = f"{key}={value}"
+        out.append(override)
+    return out
+
+def run_folder(name: str | None, # the `name` key: a plain folder name, or None
+               dated: str, # the folder of a run without a name (outputs/<date>/<time>)
+              ) -> str:
+    "The default run folder (`hydra.run.dir`): runs/NAME for a named run, else `dated`."
+    if name is None or str(name) == "": return dated
+    name = str(name)
+    if name in (".", "..") or "/" in name or os.sep in name:
+        raise ConfigError(f"name={name!r}: a run name is one folder name (no '/'); for any other "
+                          "folder give hydra.run.dir=PATH")
+    return f"{RUN_FOLDERS}/{name}"
+
+OmegaConf.register_new_resolver("run_folder", run_folder, replace=True)
+
 # %% ../nbs/40_config.ipynb #3685d2d3
 def check_overrides(overrides: list[str], # command-line overrides: "data.root=/x", "logger=csv"
                    ) -> None:
@@ -246,8 +303,7 @@ def check_overrides(overrides: list[str], # command-line overrides: "data.root=/
         raise ConfigError(f"cannot parse the overrides {list(overrides)}: {error_summary(e)}. "
                           "Hydra's override grammar needs quotes around values with special "
                           "characters, and the shell removes one level: write "
-                          "data.root=\"'/my photos'\"; for the home folder use "
-                          "data.root=$HOME/photos") from None
+                          "data.root=\"'/my photos'\"") from None
     group_choices = []
     for o in parsed:
         key = o.key_or_group
@@ -293,18 +349,19 @@ def compose_config(overrides: list[str] = (), # command-line overrides, as for c
                    run_dir: str | os.PathLike | None = None, # run folder; None: hydra.run.dir
                   ) -> DictConfig:
     "The config `classifier-train` would run with these overrides, checked, with its run folder."
-    overrides = list(overrides)
+    overrides = expand_override_paths(list(overrides))
     check_overrides(overrides)
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None, job_name="train"):
             cfg = compose("train", overrides=overrides, return_hydra_config=True)
+        if run_dir is None: run_dir = cfg.hydra.run.dir  # runs/NAME or the dated folder
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(f"the overrides {overrides} do not compose: {error_summary(e, None)}") \
             from None
-    if run_dir is None: run_dir = cfg.hydra.run.dir
     with open_dict(cfg):
         del cfg["hydra"]
-        cfg.paths.run_dir = str(Path(run_dir).expanduser().absolute())
+        cfg.merge_with(expand_config_paths(OmegaConf.to_container(cfg)))  # "~/x" in any route
+        cfg.paths.run_dir = str(Path(expand_path(str(run_dir))).absolute())
     validate_config(cfg)
     return cfg
 

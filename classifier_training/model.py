@@ -45,8 +45,9 @@ def build_backbone(name: str, # timm model name, e.g. "resnet18" or "convnext_ti
         raise ConfigError(f"num_classes={num_classes!r}: a classifier needs at least 2 classes")
     kwargs: dict[str, Any] = dict(num_classes=int(num_classes), drop_rate=float(drop_rate))
     if drop_path_rate is not None: kwargs["drop_path_rate"] = float(drop_path_rate)
+    weights_file = None
     if isinstance(pretrained, (str, os.PathLike)) and not isinstance(pretrained, bool):
-        path = os.path.expanduser(str(pretrained))
+        path = weights_file = os.path.expandvars(os.path.expanduser(str(pretrained)))
         if not os.path.isfile(path):
             raise ConfigError(f"model.pretrained={str(pretrained)!r}: no such weights file; "
                               "give true, false or a .pth/.safetensors path")
@@ -60,10 +61,25 @@ def build_backbone(name: str, # timm model name, e.g. "resnet18" or "convnext_ti
                           ) from None
     except Exception as e:
         if not pretrained: raise
-        raise ConfigError(f"model.pretrained=true: could not load pretrained weights for {name!r} "
-                          f"({type(e).__name__}: {error_summary(e, 200)}); make the Hugging Face "
-                          "hub reachable, fill HF_HOME's cache, give a local weights file, or set "
-                          "model.pretrained=false") from None
+        raise ConfigError(_pretrained_error(name, weights_file, e)) from None
+
+def _pretrained_error(name: str, weights_file: str | None, error: Exception) -> str:
+    "What to do when the weights of `name` (from the hub's cache or a local file) do not load."
+    why = f"{type(error).__name__}: {error_summary(error, 200)}"
+    if weights_file is not None:
+        return (f"model.pretrained={weights_file!r}: these weights do not load into {name!r} "
+                f"({why}); give a state_dict of timm.create_model({name!r}) saved with "
+                "torch.save (.pth) or safetensors (.safetensors)")
+    import huggingface_hub.constants as hub
+    cfg = timm.models.get_pretrained_cfg(name)
+    repo = getattr(cfg, "hf_hub_id", None) or "(none: this model has no hub weights)"
+    where = "the hub is off (HF_HUB_OFFLINE=1)" if hub.HF_HUB_OFFLINE else "the hub did not answer"
+    return (f"model.pretrained=true: no pretrained weights for {name!r} ({why}): {where} and the "
+            f"cache {hub.HF_HUB_CACHE} holds no copy of {repo}. Either warm the cache once where "
+            f"the hub is reachable, with the same HF_HOME: python -c \"import timm; "
+            f"timm.create_model('{name}', pretrained=True)\"; or download its model.safetensors "
+            f"(https://huggingface.co/{repo}) and give model.pretrained=/path/to/model.safetensors;"
+            " or train from scratch with model.pretrained=false")
 
 
 # %% ../nbs/10_model.ipynb #93df60a1

@@ -7,42 +7,37 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.resources
 import logging
 import os
 import re
+import string
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
-import lightning.pytorch as pl
 from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 from rich.table import Table
 
-from .callbacks.best_val_metrics import BestValMetrics
-from .callbacks.onnx_export import ONNXExportCallback
-from .checkpoints import AtomicCheckpointIO, read_checkpoint, resolve_resume
-from .config import (CONF_DIR, check_trainer_can_run, compose_config,
-                                        validate_config)
 from .core import (ClassifierTrainingError, ConfigError, DatasetError,
                                       atomic_write_json, atomic_write_text)
-from .data.datamodule import ImageClassificationDataModule
-from .export import export_onnx
-from .model import ImageClassifier, check_model_arguments
-from .run_folder import (RunFolderError, check_resume_matches,
-                                            check_run_folder_writable, claim_run_folder,
-                                            is_first_process, move_previous_run, run_folder_writes)
-from .run_record import (dataset_file_list_hash, log_terminal_output,
-                                            remove_stale_temp_files, run_artifacts, run_manifest,
-                                            utc_timestamp)
+
+if TYPE_CHECKING:  # the pipeline's heavy modules: imported where they run, not for --help
+    import lightning.pytorch as pl
+    from classifier_training.callbacks.best_val_metrics import BestValMetrics
+    from classifier_training.data.datamodule import ImageClassificationDataModule
+    from classifier_training.model import ImageClassifier
 
 # %% auto #0
-__all__ = ['datamodule_arguments', 'build_datamodule', 'build_model', 'build_callbacks', 'build_logger', 'build_trainer',
-           'TrainResult', 'error_from_loader_worker', 'train', 'main']
+__all__ = ['LIGHTNING_NOISE', 'KEYWORD_KEYS', 'datamodule_arguments', 'build_datamodule', 'build_model', 'build_callbacks',
+           'build_logger', 'build_trainer', 'TrainResult', 'silence_lightning_noise', 'error_from_loader_worker',
+           'override_value', 'keyword_overrides', 'training_config', 'train', 'app_help', 'main']
 
 # %% ../nbs/42_train.ipynb #14a44a41
 def datamodule_arguments(cfg: DictConfig, # a composed config
@@ -56,6 +51,7 @@ def datamodule_arguments(cfg: DictConfig, # a composed config
 def build_datamodule(cfg: DictConfig, # a composed config
                     ) -> ImageClassificationDataModule:
     "The data module of `cfg.data`, with the `cfg.transforms` augmentation, the model's backbone."
+    from classifier_training.data.datamodule import ImageClassificationDataModule
     transforms = OmegaConf.to_container(cfg.transforms, resolve=True)
     return ImageClassificationDataModule(**datamodule_arguments(cfg), backbone=cfg.model.backbone,
                                          train_transform=transforms)
@@ -64,6 +60,7 @@ def build_model(cfg: DictConfig, # a composed config
                 datamodule: ImageClassificationDataModule, # set up: classes, preprocessing, weights
                ) -> ImageClassifier:
     "The classifier of `cfg.model`, sized and labelled from the data."
+    from classifier_training.model import ImageClassifier
     weights = datamodule.class_weights()
     return ImageClassifier(num_classes=datamodule.num_classes,
                            class_names=list(datamodule.class_names),
@@ -74,6 +71,7 @@ def build_model(cfg: DictConfig, # a composed config
 def build_callbacks(cfg: DictConfig, # a composed config
                    ) -> list[pl.Callback]:
     "Instantiate each `_target_` node of `cfg.callbacks`, in order, minus those the run can't use."
+    from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
     nodes = [node for node in (cfg.callbacks or {}).values() if node is not None]
     callbacks = [hydra.utils.instantiate(node) for node in nodes]
     # Lightning refuses a progress bar when the bar is off, a LearningRateMonitor without a logger
@@ -93,7 +91,14 @@ def build_trainer(cfg: DictConfig, # a composed config (paths.run_dir resolved)
                   logger, # from build_logger
                  ) -> pl.Trainer:
     "A Trainer for `cfg.trainer`, writing into the run folder, with atomic checkpoint saves."
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import ModelSummary
+    from classifier_training.callbacks.model_info import LayerSummary
+    from classifier_training.checkpoints import AtomicCheckpointIO
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if kwargs.get("enable_model_summary", True) is not False and not any(
+            isinstance(c, ModelSummary) for c in callbacks):
+        callbacks = [*callbacks, LayerSummary()]  # Lightning's table minus metrics and 0 FLOPs
     return pl.Trainer(**kwargs, default_root_dir=cfg.paths.run_dir, callbacks=callbacks,
                       logger=logger, plugins=[AtomicCheckpointIO()])
 
@@ -107,6 +112,7 @@ class TrainResult:
     artifacts: dict[str, Path]
     dry_run: bool = False
     data_summary: dict | None = None  # dry run: classes, images per split, planned callbacks
+    config: DictConfig | None = None  # the resolved config the run used (as config.yaml records it)
 
 _NOISY_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx")  # the ONNX exporter's INFO chatter
 _QUIET = dict(soft_wrap=True, markup=False, highlight=False)  # console.print of paths and messages
@@ -115,14 +121,19 @@ def _find_callback(callbacks, cls):
     return next((c for c in callbacks if isinstance(c, cls)), None)
 
 def _checkpoint_dir(callbacks, run_dir: str | os.PathLike) -> Path:
+    from lightning.pytorch.callbacks import ModelCheckpoint
     ckpt = _find_callback(callbacks, ModelCheckpoint)
     if ckpt is not None and ckpt.dirpath: return Path(ckpt.dirpath)
     return Path(run_dir) / "checkpoints"
 
 def _prepare(cfg: DictConfig) -> tuple:
     "Step 1: the resolved config and what it builds, all checked before any data is read."
+    from classifier_training.checkpoints import resolve_resume
+    from classifier_training.config import (check_trainer_can_run, expand_config_paths,
+                                            validate_config)
+    from classifier_training.model import check_model_arguments
     validate_config(cfg)
-    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    cfg = OmegaConf.create(expand_config_paths(OmegaConf.to_container(cfg, resolve=True)))
     OmegaConf.set_struct(cfg, True)
     check_trainer_can_run(cfg)  # no epochs, or a GPU this machine lacks: said before the data
     check_model_arguments(cfg.model)  # model.lr=inf and the like: said before the data too
@@ -157,10 +168,12 @@ def _dry_run(cfg, datamodule, callbacks, logger, resume_from, console: Console) 
                "counts": {s: len(r) for s, r in datamodule.index.splits.items()},
                "callbacks": planned}
     return TrainResult(run_dir=Path(cfg.paths.run_dir), metrics={}, best_checkpoint=None,
-                       artifacts={}, dry_run=True, data_summary=summary)
+                       artifacts={}, dry_run=True, data_summary=summary, config=cfg)
 
 def _check_resume(cfg, datamodule, resume_from, console) -> None:
     "Step 5, first process: the checkpoint must have this run's classes, backbone, preprocessing."
+    from classifier_training.run_folder import check_resume_matches, is_first_process
+    from classifier_training.run_record import dataset_file_list_hash
     if resume_from is None or not is_first_process(): return
     warnings = check_resume_matches(resume_from, cfg.resume, list(datamodule.class_names),
                                     cfg.model.backbone, datamodule.preprocessing.to_dict(),
@@ -170,6 +183,8 @@ def _check_resume(cfg, datamodule, resume_from, console) -> None:
 def _start_record(cfg, datamodule, trainer, callbacks, resume_from, started: str, console,
                   on_start) -> dict:
     "Step 7, on rank zero: set a replaced run aside, clear temporary files; config.yaml, manifest."
+    from classifier_training.run_folder import move_previous_run
+    from classifier_training.run_record import remove_stale_temp_files, run_manifest
     manifest = run_manifest(cfg, datamodule.index, trainer, resume_from, started)
     if not trainer.is_global_zero: return manifest
     run_dir = Path(cfg.paths.run_dir)
@@ -187,6 +202,8 @@ def _start_record(cfg, datamodule, trainer, callbacks, resume_from, started: str
 
 def _fit_test_export(cfg, trainer, model, datamodule, callbacks, resume_from) -> tuple:
     "Steps 8-10: fit, test the best checkpoint (EMA weights), export unless a callback exported."
+    from classifier_training.callbacks.onnx_export import ONNXExportCallback
+    from classifier_training.export import export_onnx
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
     ckpt_cb = trainer.checkpoint_callback
     best_path = ckpt_cb.best_model_path if ckpt_cb is not None else ""
@@ -204,6 +221,7 @@ def _fit_test_export(cfg, trainer, model, datamodule, callbacks, resume_from) ->
 
 def _best_val_row(val_metrics: BestValMetrics, best: Path | None) -> dict:
     "The validation row the best checkpoint was chosen on (the last row without a best checkpoint)."
+    from classifier_training.checkpoints import read_checkpoint
     row = {}
     if best is not None:
         step = read_checkpoint(best, mmap=True).get("global_step")
@@ -213,6 +231,7 @@ def _best_val_row(val_metrics: BestValMetrics, best: Path | None) -> dict:
 
 def _finish_record(cfg, trainer, manifest: dict, seconds: float, **fields) -> None:
     "On rank zero: the manifest's end (status, time, `fields`: the best checkpoint or the error)."
+    from classifier_training.run_record import utc_timestamp
     if not trainer.is_global_zero: return
     manifest.update(finished_at=utc_timestamp(), duration_s=round(seconds, 1), **fields)
     atomic_write_json(Path(cfg.paths.run_dir) / "run_manifest.json", manifest)
@@ -230,6 +249,24 @@ def _summary_table(run_dir: Path, metrics: dict, artifacts: dict[str, Path], bes
     table.add_row("time", f"{seconds:.1f} s")
     return table
 
+# %% ../nbs/42_train.ipynb #31d7478a
+LIGHTNING_NOISE = ("💡 Tip: For seamless cloud logging",  # Lightning's lines that say nothing
+                   "Trainer already configured with model summary callbacks")  # (LayerSummary)
+_PYTREE_DEPRECATION = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
+
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(LIGHTNING_NOISE)
+
+def silence_lightning_noise() -> None:
+    "Drop Lightning's `LIGHTNING_NOISE` lines and the `_pytree` FutureWarning raised in Lightning."
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)  # where Lightning's rank_zero_info logs
+        if not any(isinstance(f, _DropNoise) for f in logger.filters):
+            logger.addFilter(_DropNoise())
+    warnings.filterwarnings("ignore", message=_PYTREE_DEPRECATION, category=FutureWarning,
+                            module=r"lightning\.pytorch\.utilities\._pytree")
+
 # %% ../nbs/42_train.ipynb #067e71b2
 _WORKER_ERROR = re.compile(r"^classifier_training\.[\w.]+?\.(\w+Error): (.+)$", re.M)
 
@@ -240,14 +277,56 @@ def error_from_loader_worker(error: BaseException, # what trainer.fit or trainer
     found = _WORKER_ERROR.findall(str(error))
     return DatasetError(f"{found[-1][1]} (in a data loader worker)") if found else None
 
+# %% ../nbs/42_train.ipynb #44696012
+KEYWORD_KEYS = {"data_root": "data.root", "backbone": "model.backbone",
+                "pretrained": "model.pretrained", "max_epochs": "trainer.max_epochs",
+                "batch_size": "data.batch_size", "image_size": "data.image_size", "lr": "model.lr"}
+
+def override_value(value, # a Python value: None, bool, number, str, path, list
+                  ) -> str:
+    "`value` written in Hydra's override grammar (strings quoted): null, true, 3, '/my photos'."
+    if value is None: return "null"
+    if isinstance(value, bool): return "true" if value else "false"
+    if isinstance(value, (int, float)): return repr(value)
+    if isinstance(value, (list, tuple)): return "[" + ",".join(map(override_value, value)) + "]"
+    return "'" + str(os.fspath(value) if isinstance(value, os.PathLike) else value
+                     ).replace("'", "\\'") + "'"
+
+def keyword_overrides(**keys, # config keys: a KEYWORD_KEYS shortcut, a root key or group, or a__b
+                     ) -> list[str]:
+    "The `classifier-train` override lines that set these keyword arguments."
+    return [f"{KEYWORD_KEYS.get(k, k.replace('__', '.'))}={override_value(v)}"
+            for k, v in keys.items()]
+
+def training_config(cfg: DictConfig | list[str] | None = None, # a config, or CLI overrides
+                    run_dir: str | os.PathLike | None = None, # the run folder; None: as the CLI
+                    **keys, # config keys as keywords (see keyword_overrides)
+                   ) -> DictConfig:
+    "The config `train` runs: `cfg` itself, or the overrides and keywords composed."
+    if isinstance(cfg, DictConfig):
+        if keys or run_dir is not None:
+            raise ConfigError(f"train(cfg, ...): give a composed config, or overrides and keywords "
+                              f"({', '.join(keys) or 'run_dir'}), not both")
+        return cfg
+    from classifier_training.config import compose_config
+    return compose_config([*(cfg or []), *keyword_overrides(**keys)], run_dir=run_dir)
+
 # %% ../nbs/42_train.ipynb #595b8a38
-def train(cfg: DictConfig, # a composed config: from compose_config() or the Hydra CLI
+def train(cfg: DictConfig | list[str] | None = None, # a composed config, or CLI overrides
           console: Console | None = None, # where the summary goes; default: stdout
           on_start: Callable[[], None] | None = None, # called once the run folder is this run's
+          run_dir: str | os.PathLike | None = None, # with overrides or keywords: the run folder
+          **keys, # config keys: data_root=, backbone=, max_epochs=, experiment=, trainer__devices=
          ) -> TrainResult:
     "Run the pipeline: check config and run folder, data, model, fit, test the best model, export."
+    import lightning.pytorch as pl
+    from classifier_training.callbacks.best_val_metrics import BestValMetrics
+    from classifier_training.run_folder import claim_run_folder, run_folder_writes
+    from classifier_training.run_record import run_artifacts, utc_timestamp
+    cfg = training_config(cfg, run_dir, **keys)
     t0, started, console = time.perf_counter(), utc_timestamp(), console or Console()
     for name in _NOISY_LOGGERS: logging.getLogger(name).setLevel(logging.WARNING)
+    silence_lightning_noise()
     cfg, datamodule, callbacks, logger, resume_from = _prepare(cfg)                   # 1. config
     with claim_run_folder(cfg.paths.run_dir, cfg.resume, resume_from, cfg.overwrite,  # 2. folder
                           lock=not cfg.dry_run) as lock:
@@ -279,7 +358,8 @@ def train(cfg: DictConfig, # a composed config: from compose_config() or the Hyd
     artifacts = run_artifacts(run_dir)
     if trainer.is_global_zero:
         console.print(_summary_table(run_dir, metrics, artifacts, best, time.perf_counter() - t0))
-    return TrainResult(run_dir=run_dir, metrics=metrics, best_checkpoint=best, artifacts=artifacts)
+    return TrainResult(run_dir=run_dir, metrics=metrics, best_checkpoint=best, artifacts=artifacts,
+                       config=cfg)
 
 # %% ../nbs/42_train.ipynb #1d76614d
 def _exit_with(error: ClassifierTrainingError) -> None:
@@ -296,8 +376,28 @@ def _write_hydra_record(task_cfg: DictConfig) -> None:
     atomic_write_text(folder / "hydra.yaml", OmegaConf.to_yaml(HydraConfig.instance().cfg))
     atomic_write_text(folder / "overrides.yaml", OmegaConf.to_yaml(hydra_cfg.overrides.task))
 
-@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base=None)
+# = config.CONF_DIR, named here so that --help needs no import of the config module (torch)
+_CONF_DIR = importlib.resources.files("classifier_training") / "conf"
+_LIGHT_FLAGS = ("help", "hydra_help", "info", "shell_completion")  # need no pipeline import
+
+def app_help(overrides: list[str] = (), # the overrides given beside --help
+            ) -> str:
+    "The text of `classifier-train --help`, as Hydra writes it, without listing Hydra's own groups."
+    from hydra import compose, initialize_config_dir
+    with initialize_config_dir(config_dir=str(_CONF_DIR), version_base=None, job_name="train"):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+    template = cfg.hydra.help.template
+    folders = sorted(p for p in Path(str(_CONF_DIR)).iterdir() if p.is_dir())
+    groups = "".join(f"{p.name}: {', '.join(sorted(f.stem for f in p.glob('*.yaml')))}\n"
+                     for p in folders)
+    with open_dict(cfg): del cfg["hydra"]
+    fields = dict(APP_CONFIG_GROUPS=groups, FLAGS_HELP="", HYDRA_CONFIG_GROUPS="")
+    return string.Template(template).substitute(**fields, CONFIG=OmegaConf.to_yaml(cfg))
+
+@hydra.main(config_path=str(_CONF_DIR), config_name="train", version_base=None)
 def _hydra_app(cfg: DictConfig) -> None:
+    from classifier_training.run_folder import RunFolderError, is_first_process
+    from classifier_training.run_record import log_terminal_output
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     copy = log_terminal_output(run_dir / "train.log", deferred=True) if is_first_process() else None
     with copy or contextlib.nullcontext() as log:
@@ -318,8 +418,20 @@ def main() -> None:
     "Entry point `classifier-train`: check overrides, trainer and run folder; run the Hydra app."
     from hydra._internal.utils import get_args_parser
     args, _ = get_args_parser().parse_known_args(sys.argv[1:])
-    flags = ("help", "hydra_help", "cfg", "multirun", "shell_completion", "config_path",
-             "config_name", "config_dir", "experimental_rerun", "info")
+    if args.help and not args.hydra_help:  # Hydra's own --help lists its groups too: seconds
+        overrides = args.overrides
+        if any("=~" in o for o in overrides):  # rare: worth the config module's import
+            from classifier_training.config import expand_override_paths
+            overrides = expand_override_paths(overrides)
+        with contextlib.suppress(Exception): return print(app_help(overrides))
+    if any(getattr(args, f, None) for f in _LIGHT_FLAGS): return _hydra_app()  # its own errors
+    from classifier_training.config import (check_trainer_can_run, compose_config,
+                                            expand_override_paths)  # and the run_folder resolver
+    from classifier_training.model import check_model_arguments
+    from classifier_training.run_folder import check_run_folder_writable
+    sys.argv[1:] = expand_override_paths(sys.argv[1:])  # data.root=~/photos: Hydra rejects the ~
+    args, _ = get_args_parser().parse_known_args(sys.argv[1:])
+    flags = ("cfg", "multirun", "config_path", "config_name", "config_dir", "experimental_rerun")
     plain_run = not any(getattr(args, f, None) for f in flags)
     if plain_run:
         try:

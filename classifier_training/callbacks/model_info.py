@@ -11,17 +11,21 @@ import os
 
 import torch
 import lightning.pytorch as pl
+from lightning.pytorch.callbacks import ModelSummary
+from lightning.pytorch.utilities.model_summary import get_human_readable_count
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
+from rich import get_console
 from rich.console import Console
 from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode
+from torchmetrics import Metric, MetricCollection
 from typing_extensions import override
 
 from .base import ArtifactCallback, class_names_of, preprocessing_of
 from ..core import atomic_write_json, error_summary, write_labels_mapping
 
 # %% auto #0
-__all__ = ['count_flops', 'describe_model', 'model_info_table', 'ModelInfoCallback']
+__all__ = ['count_flops', 'describe_model', 'model_info_table', 'ModelInfoCallback', 'LayerSummary']
 
 # %% ../../nbs/21_callbacks.model_info.ipynb #06243954
 def _meta_copy(module: torch.nn.Module) -> torch.nn.Module:
@@ -139,3 +143,40 @@ class ModelInfoCallback(ArtifactCallback):
                              "labels_mapping.json not written")
         self.info = info
         if self.print_table: Console().print(model_info_table(info))
+
+# %% ../../nbs/21_callbacks.model_info.ipynb #b4578549
+class LayerSummary(ModelSummary):
+    "Lightning's layer table at fit start, without metric objects and without unmeasured FLOPs."
+    def __init__(self, max_depth: int = 1, # layer depth shown (1: the module's children)
+                ):
+        super().__init__(max_depth=max_depth)
+
+    def rows(self, trainer: pl.Trainer, # the trainer fitting `pl_module`
+             pl_module: pl.LightningModule, # the module being fitted
+            ) -> tuple[dict[str, list[str]], object]:
+        "The table's columns (header -> cells), minus metric rows and zero FLOPs; and the summary."
+        summary = self._summary(trainer, pl_module)
+        columns = dict(summary._get_summary_data())
+        keep = [i for i, name in enumerate(columns["Name"])
+                if not isinstance(pl_module.get_submodule(name), (Metric, MetricCollection))]
+        if not getattr(summary, "total_flops", 0): columns.pop("FLOPs", None)
+        return {h: [str(cells[i]) for i in keep] for h, cells in columns.items()}, summary
+
+    @override
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._max_depth or not trainer.is_global_zero: return
+        columns, summary = self.rows(trainer, pl_module)
+        table = Table(header_style="bold magenta")
+        for header in columns: table.add_column(header or " ", justify="left")
+        for row in zip(*columns.values()): table.add_row(*row)
+        count = lambda n: get_human_readable_count(int(n)).strip()
+        trainable, total = summary.trainable_parameters, summary.total_parameters
+        lines = [f"Trainable params: {count(trainable)}",
+                 f"Non-trainable params: {count(total - trainable)}",
+                 f"Total params: {count(total)}",
+                 f"Total estimated model params size (MB): {summary.model_size:.3f}"]
+        flops = getattr(summary, "total_flops", 0)
+        if flops: lines.append(f"Total FLOPs: {count(flops)}")
+        console = get_console()
+        console.print(table)
+        console.print("\n".join(lines), markup=False, highlight=False)
