@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from .core import ConfigError, error_summary
-from .data.check import CHECK_POLICIES
+from .data.check import CHECK_POLICIES, DUPLICATE_POLICIES
 from .data.datamodule import (CLASS_WEIGHT_POLICIES, SAMPLER_POLICIES,
                                                  ImageClassificationDataModule)
 from .data.transforms import AUTO_AUGMENT_POLICIES, build_train_transform
@@ -63,6 +63,7 @@ FILLED_BY_PIPELINE = {  # parameters that are no config key: the pipeline fills 
                 "plugins": "classifier-train (atomic checkpoint writes)"}}
 CONFIG_CHOICES = {"data.check_policy": CHECK_POLICIES, "data.sampler": SAMPLER_POLICIES,
                   "data.class_weights": CLASS_WEIGHT_POLICIES,
+                  "data.duplicates": DUPLICATE_POLICIES,
                   "transforms.auto_augment": AUTO_AUGMENT_POLICIES,
                   "model.optimizer": OPTIMIZERS, "model.loss": LOSSES,
                   "trainer.gradient_clip_algorithm": tuple(a.value for a in GradClipAlgorithmType)}
