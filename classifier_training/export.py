@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import errno
 import json
+import math
 import os
 import shutil
 import statistics
@@ -27,6 +28,7 @@ from torch import nn
 from PIL import Image
 
 from . import __version__
+from .calibration import check_reject_threshold
 from .checkpoints import load_checkpoint_model
 from .core import (ClassifierTrainingError, ConfigError, ExportError,
                                       PreprocessingConfig, atomic_write_bytes, atomic_write_json,
@@ -37,13 +39,22 @@ from .data.sample import write_sample_subset
 from .data.transforms import build_eval_transform
 
 # %% auto #0
-__all__ = ['METADATA_KEYS', 'model_metadata', 'UInt8Classifier', 'export_graph', 'verify_onnx', 'measure_latency', 'ExportResult',
-           'export_onnx', 'main']
+__all__ = ['METADATA_KEYS', 'OPTIONAL_METADATA_KEYS', 'check_temperature', 'model_metadata', 'UInt8Classifier', 'export_graph',
+           'verify_onnx', 'measure_latency', 'ExportResult', 'export_onnx', 'main']
 
 # %% ../nbs/30_export.ipynb #c9ddc117
 METADATA_KEYS = ("classifier_training_version", "class_names", "preprocessing",
                  "labels_mapping_sha256", "input_name", "input_layout", "input_dtype",
                  "output_name", "output_kind", "weights", "input_description")
+OPTIONAL_METADATA_KEYS = ("temperature", "reject_threshold")
+
+def check_temperature(temperature: float, # a softmax temperature
+                     ) -> float:
+    "`temperature` as a finite float > 0, or a `ConfigError` that says so."
+    t = float(temperature)
+    if not (math.isfinite(t) and t > 0):
+        raise ConfigError(f"temperature={temperature}: a temperature must be a finite number > 0")
+    return t
 
 def _input_description(pre: PreprocessingConfig, with_preprocessing: bool, layout: str) -> str:
     geometry = (f"RGB images resized (shorter side to {pre.resize_size} px, {pre.interpolation}) "
@@ -60,6 +71,8 @@ def model_metadata(class_names: Sequence[str], # class names in index order
                    with_preprocessing: bool = False, # True: uint8 input, preprocessing in the graph
                    layout: str = "NCHW", # input layout: NCHW, or NHWC (uint8 input only)
                    weights: str = "ema", # the weights exported: ema, raw or module (as held)
+                   temperature: float | None = None, # fitted softmax temperature; None: none
+                   reject_threshold: float | None = None, # confidence below which: 'unknown'
                   ) -> dict[str, str]:
     "The ONNX `metadata_props` of an exported classifier, every value a string."
     output = "probabilities" if with_preprocessing else "logits"
@@ -71,6 +84,9 @@ def model_metadata(class_names: Sequence[str], # class names in index order
             "output_name": output, "output_kind": output, "weights": weights,
             "input_description": _input_description(pre, with_preprocessing, layout)}
     assert tuple(meta) == METADATA_KEYS
+    if temperature is not None: meta["temperature"] = repr(check_temperature(temperature))
+    if reject_threshold is not None:
+        meta["reject_threshold"] = repr(check_reject_threshold(reject_threshold))
     return meta
 
 # %% ../nbs/30_export.ipynb #4ebd59c5
@@ -86,11 +102,13 @@ class UInt8Classifier(nn.Module):
     def __init__(self, model: nn.Module, # maps normalised float NCHW images to logits
                  pre: PreprocessingConfig, # scaling range, mean and std
                  layout: str = "NHWC", # input layout: 'NHWC' (N,H,W,3) or 'NCHW' (N,3,H,W)
+                 temperature: float = 1.0, # softmax temperature folded into the graph
                 ):
         super().__init__()
         if layout not in ("NHWC", "NCHW"):
             raise ConfigError(f"layout={layout!r}: use 'NHWC' or 'NCHW'")
         self.model, self.layout, self.value_range = model, layout, tuple(pre.value_range)
+        self.temperature = check_temperature(temperature)
         for name, values in (("mean", pre.mean), ("std", pre.std)):
             stat = torch.tensor(values, dtype=torch.float32).view(1, 3, 1, 1)
             self.register_buffer(name, stat, persistent=False)
@@ -100,7 +118,9 @@ class UInt8Classifier(nn.Module):
         x = x.to(torch.float32) * (1.0 / 255)
         lo, hi = self.value_range
         if (lo, hi) != (0.0, 1.0): x = x * (hi - lo) + lo
-        return torch.softmax(self.model((x - self.mean) / self.std), dim=1)
+        logits = self.model((x - self.mean) / self.std)
+        if self.temperature != 1.0: logits = logits / self.temperature
+        return torch.softmax(logits, dim=1)
 
 def export_graph(module: nn.Module, # the graph to export (in eval mode)
                  example: torch.Tensor, # an example input with batch size 2
@@ -184,7 +204,9 @@ def verify_onnx(onnx_model: str | os.PathLike | bytes, # model.onnx (path or byt
     param = next(model.parameters(), None)
     try: reference = _torch_logits(model, x if param is None else x.to(param.device))
     finally: model.train(was_training)
-    if uint8: reference = torch.softmax(torch.from_numpy(reference), dim=1).numpy()
+    if uint8:  # the graph's softmax holds the temperature
+        scale = float(meta.get("temperature", 1.0))
+        reference = torch.softmax(torch.from_numpy(reference) / scale, dim=1).numpy()
     per_batch = []
     for bs in batch_sizes:
         diffs, agree, seen = [], 0, 0
@@ -272,6 +294,16 @@ def _default_verify_images(folder: Path) -> list[Path]:
     root = write_sample_subset(folder / "sample", per_class=4, splits=("val",))
     return sorted(root.rglob("*.png"))
 
+def _calibration_line(c: dict) -> str:
+    if c.get("temperature") is None: return "- calibration: none (probabilities = softmax(logits))"
+    line = f"- calibration: temperature {c['temperature']:.4f}"
+    if c.get("fitted_on"): line += f" (fitted on {c['fitted_on']})"
+    for name in ("ece", "nll"):
+        if f"{name}_before" in c:
+            line += f", {name.upper()} {c[f'{name}_before']:.4f} -> {c[f'{name}_after']:.4f}"
+    t = c.get("reject_threshold")
+    return line + (f"; reject threshold {t:.4f}" if t is not None else "; no reject threshold")
+
 def _report_markdown(r: dict) -> str:
     v = r["verification"]
     lines = ["# ONNX export report", "",
@@ -281,7 +313,8 @@ def _report_markdown(r: dict) -> str:
              f"- input: {r['input_description']}",
              f"- classes: {len(r['class_names'])}; verification: "
              f"{'passed' if v['passed'] else 'FAILED'} on {v['num_images']} real image(s), "
-             f"{v['compared']} compared, atol {v['atol']:g}", "",
+             f"{v['compared']} compared, atol {v['atol']:g}",
+             _calibration_line(r.get("calibration") or {}), "",
              "| batch size | batches | max abs diff | top-1 agreement |", "|---:|---:|---:|---:|"]
     lines += [f"| {b['batch_size']} | {b['batches']} | {b['max_abs_diff']:.2e} | "
               f"{b['top1_agreement']:.1%} |" for b in v["per_batch"]]
@@ -306,6 +339,9 @@ def export_onnx(source: str | os.PathLike | nn.Module, # checkpoint path, ImageC
                 preprocessing: PreprocessingConfig | dict | None = None, # None: the source's
                 latency_repeats: int = 5, # timed runs per batch size for latency; 0: none
                 file_name: str = "model.onnx", # name of the model file in out_dir
+                temperature: float | None = None, # fitted softmax temperature for the metadata
+                reject_threshold: float | None = None, # confidence threshold for the metadata
+                calibration: dict | None = None, # figures for the report's calibration section
                ) -> ExportResult:
     "Export a verified, self-describing ONNX file, labels_mapping.json and export_report.{json,md}."
     if weights not in ("ema", "raw"): raise ConfigError(f"weights={weights!r}: use 'ema' or 'raw'")
@@ -313,6 +349,8 @@ def export_onnx(source: str | os.PathLike | nn.Module, # checkpoint path, ImageC
     if not batch_sizes or any(int(b) < 1 for b in batch_sizes):
         raise ConfigError(f"batch_sizes={batch_sizes!r}: give positive sizes")
     if layout not in ("NHWC", "NCHW"): raise ConfigError(f"layout={layout!r}: use 'NHWC' or 'NCHW'")
+    if temperature is not None: temperature = check_temperature(temperature)
+    if reject_threshold is not None: reject_threshold = check_reject_threshold(reject_threshold)
     model, names, pre, used, desc = _resolve_source(source, weights, class_names, preprocessing)
     out_dir, size = Path(out_dir), pre.image_size
     param = next(model.parameters(), None)
@@ -329,9 +367,10 @@ def export_onnx(source: str | os.PathLike | nn.Module, # checkpoint path, ImageC
                               f"are {len(names)} class names")
         lm_path = write_labels_mapping(out_dir / "labels_mapping.json", names, pre)
         meta = model_metadata(names, pre, sha256_file(lm_path), with_preprocessing,
-                              layout if with_preprocessing else "NCHW", used)
+                              layout if with_preprocessing else "NCHW", used, temperature,
+                              reject_threshold)
         if with_preprocessing:
-            graph = UInt8Classifier(model, pre, layout).eval()
+            graph = UInt8Classifier(model, pre, layout, temperature or 1.0).eval()
             shape = (2, size, size, 3) if layout == "NHWC" else (2, 3, size, size)
             example = torch.zeros(shape, dtype=torch.uint8)
         else: graph, example = _Logits(model).eval(), torch.zeros(2, 3, size, size)
@@ -356,6 +395,8 @@ def export_onnx(source: str | os.PathLike | nn.Module, # checkpoint path, ImageC
                   "preprocessing": pre.to_dict(), "labels_mapping": lm_path.name,
                   "labels_mapping_sha256": meta["labels_mapping_sha256"],
                   "verification": verification, "latency": [],
+                  "calibration": {"temperature": temperature, "reject_threshold": reject_threshold,
+                                  **(calibration or {})},
                   "versions": {"classifier_training": __version__, "torch": torch.__version__,
                                "onnx": onnx.__version__, "onnxruntime": ort.__version__}}
         if verification["passed"] and latency_repeats > 0:
