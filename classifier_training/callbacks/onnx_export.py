@@ -14,6 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
 from .base import ArtifactCallback
+from .calibration import CalibrationCallback, fit_checkpoint_path
 from ..core import ConfigError
 from ..export import ExportResult, export_onnx
 
@@ -49,19 +50,11 @@ class ONNXExportCallback(ArtifactCallback):
         self.atol, self.opset, self.latency_repeats = float(atol), int(opset), int(latency_repeats)
         self.result: ExportResult | None = None
 
-    def _checkpoint_path(self, trainer: Trainer) -> Path | None:
-        "The best checkpoint (of a monitoring ModelCheckpoint) or the latest 'last' one, or None."
-        callbacks = list(getattr(trainer, "checkpoint_callbacks", None) or [])
-        if self.checkpoint == "best":
-            ranked = [cb for cb in callbacks if getattr(cb, "monitor", None)] + callbacks
-            paths = [getattr(cb, "best_model_path", "") for cb in ranked]
-        else:  # last.ckpt (save_last=True), or a ModelCheckpoint without monitor (latest epoch)
-            paths = [getattr(cb, "last_model_path", "") for cb in callbacks]
-            paths += [getattr(cb, "best_model_path", "") for cb in callbacks
-                      if not getattr(cb, "monitor", None)]
-            paths = sorted((p for p in paths if p and Path(p).is_file()),
-                           key=lambda p: Path(p).stat().st_mtime_ns, reverse=True)
-        return next((Path(p) for p in paths if p and Path(p).is_file()), None)
+    def _calibration(self, trainer: Trainer, pl_module: LightningModule) -> dict:
+        "The CalibrationCallback's fit for this export's checkpoint and weights, or {}."
+        cb = next((c for c in trainer.callbacks if isinstance(c, CalibrationCallback)), None)
+        if cb is None: return {}
+        return cb.calibrate(trainer, pl_module, self.checkpoint, self.weights) or {}
 
     def _verify_images(self, trainer: Trainer) -> list[str] | None:
         dataset = getattr(getattr(trainer, "datamodule", None), "val_dataset", None)
@@ -73,7 +66,7 @@ class ONNXExportCallback(ArtifactCallback):
     @override
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self.should_write(trainer): return
-        ckpt = self._checkpoint_path(trainer)
+        ckpt = fit_checkpoint_path(trainer, self.checkpoint)
         if ckpt is None:
             if self.weights == "raw":
                 rank_zero_warn("ONNXExportCallback: no checkpoint file to take the raw weights "
@@ -83,12 +76,16 @@ class ONNXExportCallback(ArtifactCallback):
             rank_zero_warn(f"ONNXExportCallback: no {self.checkpoint} checkpoint file; exporting "
                            "the module as it ends the fit")
         out_dir = self.resolve_output_dir(trainer)
+        calibration = self._calibration(trainer, pl_module)
         self.result = export_onnx(ckpt if ckpt is not None else pl_module, out_dir,
                                   weights=self.weights if ckpt is not None else "ema",
                                   with_preprocessing=self.with_preprocessing, layout=self.layout,
                                   verify_images=self._verify_images(trainer),
                                   batch_sizes=self.batch_sizes, opset=self.opset, atol=self.atol,
-                                  latency_repeats=self.latency_repeats)
+                                  latency_repeats=self.latency_repeats,
+                                  temperature=calibration.get("temperature"),
+                                  reject_threshold=calibration.get("reject_threshold"),
+                                  calibration=calibration or None)
         v = self.result.report["verification"]
         rank_zero_info(f"ONNX export: {self.result.model_path} ({self.result.report['weights']} "
                        f"weights of {ckpt.name if ckpt else 'the final module'}), verified on "
