@@ -133,8 +133,8 @@ def plot_reliability_diagram(logits, # (N, C) logits
         ax.bar(centers[used], b["accuracy"][used], width=width * 0.95, edgecolor="black",
                color=[(0.2, 0.4, 0.8, s) for s in shade], label="accuracy")
         ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
-        ax.plot(b["confidence"][used], b["accuracy"][used], "o", color="tab:red", ms=3,
-                label="mean confidence")
+        ax.plot(centers[used], b["confidence"][used], "_", color="tab:red", ms=12, mew=2,
+                label="mean confidence of the bin")
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top probability)",
                ylabel="accuracy", title=f"{name} (T={t:.2f}): ECE {m['ece']:.3f}, "
                                         f"NLL {m['nll']:.3f}")
