@@ -51,12 +51,14 @@ def write_digits(root: Path, seed: int = 0, size: int = 32) -> Path:
     return root
 
 
-def run(name: str, overrides: list[str], run_dir: Path) -> tuple[list[Figure], str]:
+def run(name: str, overrides: list[str], run_dir: Path, reuse: bool = False) -> tuple[list[Figure], str]:
+    "Train (or, with `reuse`, read a finished run in `run_dir`) and report its test calibration figures."
     from contextlib import redirect_stdout
     import io
-    with redirect_stdout(io.StringIO()):
-        result = train(compose_config(overrides, run_dir=run_dir))
-    m = result.metrics
+    if reuse: m = json.loads((run_dir / "metrics.json").read_text())
+    else:
+        with redirect_stdout(io.StringIO()):
+            m = train(compose_config(overrides, run_dir=run_dir)).metrics
     fitted = json.loads((run_dir / "calibration.json").read_text())
     before, after = m["test/ece"], m["test/ece_calibrated"]
     met = after <= 0.02 or after <= 0.7 * before
@@ -80,6 +82,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=None, help="max_epochs of the sample run (default: the config's)")
     ap.add_argument("--digits-epochs", type=int, default=6, help="max_epochs of the digits run")
+    ap.add_argument("--sample-run", help="a finished default run on the sample (its folder): read its "
+                                          "metrics.json and calibration.json instead of training again")
     ap.add_argument("--no-write", action="store_true", help="print only; do not append to RESULTS.md")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_calibration_"))
@@ -90,7 +94,9 @@ def main() -> int:
                             ("digits", common + [f"data.root={write_digits(work / 'digits')}",
                                                  f"trainer.max_epochs={args.digits_epochs}",
                                                  "data.image_size=32"])):
-        f, n = run(name, overrides, work / f"run_{name}")
+        reuse = name == "sample" and args.sample_run is not None
+        f, n = run(name, overrides, Path(args.sample_run) if reuse else work / f"run_{name}", reuse)
+        if reuse: n += f" (figures read from the finished default run `{Path(args.sample_run).name}`)"
         figs += f; notes.append(n)
         for x in f: print(x.row(), flush=True)
     notes.append("Both runs: the default config (resnet10t from scratch, label smoothing 0.1, EMA), CPU. "

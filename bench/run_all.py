@@ -34,6 +34,8 @@ SCRIPTS = [
     ("bench_callback_overhead.py", ["--rounds", "1", "--epochs", "2"], []),  # default-size epochs: 1 steady epoch each
     ("bench_onnx_vs_eager.py", ["--repeats", "5"], []),
     ("bench_make_train.py", ["--ddp-repeats", "1"], ["--ddp-repeats", "3"]),
+    ("bench_calibration.py", [], []),  # two real training runs (sample, digits): about 15 min on 2 cores
+    ("bench_int8.py", [], []),  # the default run again + resnet18 at 224 px: about 15 min on 2 cores
 ]
 
 

@@ -138,7 +138,8 @@ class CalibrationCallback(ArtifactCallback):
                                f"{choice['best_precision_coverage']:.1%}); no reject threshold is "
                                "stored, so nothing will be rejected")
         self.result, self._key = result, key
-        atomic_write_json(self.resolve_output_dir(trainer) / "calibration.json", result)
+        if trainer.is_global_zero:
+            atomic_write_json(self.resolve_output_dir(trainer) / "calibration.json", result)
         t = result["reject_threshold"]
         rank_zero_info(f"Calibration on {len(labels)} validation images: temperature "
                        f"{temperature:.3f}, ECE {before['ece']:.4f} -> {after['ece']:.4f}, NLL "
@@ -148,7 +149,8 @@ class CalibrationCallback(ArtifactCallback):
 
     @override
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.should_write(trainer): self.calibrate(trainer, pl_module)
+        # every rank: under DDP, test gathers logits on all ranks, so all need the temperature
+        if not trainer.sanity_checking: self.calibrate(trainer, pl_module)
 
     @override
     def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
