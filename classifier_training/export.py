@@ -649,5 +649,6 @@ def main(argv: Sequence[str] | None = None, # arguments; default sys.argv[1:]
         q = r.report["int8"]
         print(f"wrote {r.int8_model_path} ({q['int8_size_bytes'] / 1e6:.1f} MB, "
               f"{q['size_ratio']:.1f}x smaller): top-1 agreement with FP32 "
-              f"{q['top1_agreement']:.1%}, accuracy drop {q['accuracy_drop']:.2%} ({q['drop_from']})")
+              f"{q['top1_agreement']:.1%}, accuracy drop {q['accuracy_drop']:.2%} "
+              f"({q['drop_from']})")
     return 0
