@@ -93,7 +93,8 @@ def test_config_composes_the_thirteen(stack):
     names = {type(cb).__name__ for cb in stack.callbacks.values()}
     assert names == {"EMACallback", "ModelInfoCallback", "DatasetStatisticsCallback", "SamplerDistributionCallback",
                      "ConfusionMatrixCallback", "TrainingHistoryCallback", "SampleVisualizationCallback",
-                     "CalibrationCallback", "ONNXExportCallback", "ModelCheckpoint", "EarlyStopping", "LearningRateMonitor", "RichProgressBar"}
+                     "CalibrationCallback", "ONNXExportCallback", "ModelCheckpoint", "EarlyStopping",
+                     "LearningRateMonitor", "RichProgressBar"}
     assert Path(stack.callbacks["model_checkpoint"].dirpath) == stack.run / "checkpoints"  # ${paths.run_dir} resolved
     assert stack.trainer.current_epoch == EPOCHS  # early stopping did not cut the run short
 
@@ -175,7 +176,7 @@ def test_onnx_export(stack):
 
 
 def test_calibration(stack):
-    "The temperature fitted after fit is the one in model.onnx; test logged the figures and wrote the plots."
+    "The temperature fitted after fit is in model.onnx; test logged the figures and wrote the plots."
     import onnx
     fitted = json.loads((stack.run / "calibration.json").read_text())
     assert fitted["temperature"] > 0 and fitted["fitted_on"] == "val" and fitted["weights"] == "ema"
@@ -210,7 +211,7 @@ def test_stack_adds_no_forward_pass(stack, tmp_path):
     full, plain = stack.probe.at, bare.probe.at
     train_batches = len(stack.dm.train_dataset) // stack.dm.batch_size  # drop_last
     val_batches = -(-len(stack.dm.val_dataset) // stack.dm.batch_size)
-    # the epochs (training + validation): exactly one forward per batch, with or without the thirteen callbacks
+    # the epochs (training + validation): one forward per batch, with or without the thirteen callbacks
     assert full["train_end"] - full["train_start"] == plain["train_end"] - plain["train_start"] == EPOCHS * (train_batches + val_batches)
     assert full["sanity_end"] - full["sanity_start"] == plain["sanity_end"] - plain["sanity_start"] == SANITY_STEPS
     # and none anywhere else in the fit: ModelInfoCallback counts FLOPs on a meta-device copy, the ONNX export
