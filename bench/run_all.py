@@ -36,6 +36,8 @@ SCRIPTS = [
     ("bench_make_train.py", ["--ddp-repeats", "1"], ["--ddp-repeats", "3"]),
     ("bench_predict_startup.py", ["--repeats", "5"], ["--repeats", "15"]),
     ("bench_help_time.py", ["--repeats", "5"], []),
+    ("bench_calibration.py", [], []),  # two real training runs (sample, digits): about 15 min on 2 cores
+    ("bench_int8.py", [], []),  # the default run again + resnet18 at 224 px: about 15 min on 2 cores
 ]
 
 

@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import errno
 import json
+import math
 import os
 import shutil
 import statistics
@@ -22,11 +23,15 @@ from typing import Sequence
 import numpy as np
 import onnx
 import onnxruntime as ort
+from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                      quantize_static)
+from onnxruntime.quantization.shape_inference import quant_pre_process
 import torch
 from torch import nn
 from PIL import Image
 
 from . import __version__
+from .calibration import check_reject_threshold
 from .checkpoints import load_checkpoint_model
 from .core import (ClassifierTrainingError, ConfigError, ExportError,
                                       PreprocessingConfig, atomic_write_bytes, atomic_write_json,
@@ -37,13 +42,23 @@ from .data.sample import write_sample_subset
 from .data.transforms import build_eval_transform
 
 # %% auto #0
-__all__ = ['METADATA_KEYS', 'model_metadata', 'UInt8Classifier', 'export_graph', 'verify_onnx', 'measure_latency', 'ExportResult',
-           'export_onnx', 'main']
+__all__ = ['METADATA_KEYS', 'OPTIONAL_METADATA_KEYS', 'INT8_FILE_NAME', 'check_temperature', 'model_metadata', 'UInt8Classifier',
+           'export_graph', 'verify_onnx', 'measure_latency', 'ExportResult', 'export_onnx', 'quantize_int8',
+           'compare_int8', 'main']
 
 # %% ../nbs/30_export.ipynb #c9ddc117
 METADATA_KEYS = ("classifier_training_version", "class_names", "preprocessing",
                  "labels_mapping_sha256", "input_name", "input_layout", "input_dtype",
                  "output_name", "output_kind", "weights", "input_description")
+OPTIONAL_METADATA_KEYS = ("temperature", "reject_threshold")
+
+def check_temperature(temperature: float, # a softmax temperature
+                     ) -> float:
+    "`temperature` as a finite float > 0, or a `ConfigError` that says so."
+    t = float(temperature)
+    if not (math.isfinite(t) and t > 0):
+        raise ConfigError(f"temperature={temperature}: a temperature must be a finite number > 0")
+    return t
 
 def _input_description(pre: PreprocessingConfig, with_preprocessing: bool, layout: str) -> str:
     geometry = (f"RGB images resized (shorter side to {pre.resize_size} px, {pre.interpolation}) "
@@ -60,6 +75,8 @@ def model_metadata(class_names: Sequence[str], # class names in index order
                    with_preprocessing: bool = False, # True: uint8 input, preprocessing in the graph
                    layout: str = "NCHW", # input layout: NCHW, or NHWC (uint8 input only)
                    weights: str = "ema", # the weights exported: ema, raw or module (as held)
+                   temperature: float | None = None, # fitted softmax temperature; None: none
+                   reject_threshold: float | None = None, # confidence below which: 'unknown'
                   ) -> dict[str, str]:
     "The ONNX `metadata_props` of an exported classifier, every value a string."
     output = "probabilities" if with_preprocessing else "logits"
@@ -71,6 +88,9 @@ def model_metadata(class_names: Sequence[str], # class names in index order
             "output_name": output, "output_kind": output, "weights": weights,
             "input_description": _input_description(pre, with_preprocessing, layout)}
     assert tuple(meta) == METADATA_KEYS
+    if temperature is not None: meta["temperature"] = repr(check_temperature(temperature))
+    if reject_threshold is not None:
+        meta["reject_threshold"] = repr(check_reject_threshold(reject_threshold))
     return meta
 
 # %% ../nbs/30_export.ipynb #4ebd59c5
@@ -86,11 +106,13 @@ class UInt8Classifier(nn.Module):
     def __init__(self, model: nn.Module, # maps normalised float NCHW images to logits
                  pre: PreprocessingConfig, # scaling range, mean and std
                  layout: str = "NHWC", # input layout: 'NHWC' (N,H,W,3) or 'NCHW' (N,3,H,W)
+                 temperature: float = 1.0, # softmax temperature folded into the graph
                 ):
         super().__init__()
         if layout not in ("NHWC", "NCHW"):
             raise ConfigError(f"layout={layout!r}: use 'NHWC' or 'NCHW'")
         self.model, self.layout, self.value_range = model, layout, tuple(pre.value_range)
+        self.temperature = check_temperature(temperature)
         for name, values in (("mean", pre.mean), ("std", pre.std)):
             stat = torch.tensor(values, dtype=torch.float32).view(1, 3, 1, 1)
             self.register_buffer(name, stat, persistent=False)
@@ -100,7 +122,9 @@ class UInt8Classifier(nn.Module):
         x = x.to(torch.float32) * (1.0 / 255)
         lo, hi = self.value_range
         if (lo, hi) != (0.0, 1.0): x = x * (hi - lo) + lo
-        return torch.softmax(self.model((x - self.mean) / self.std), dim=1)
+        logits = self.model((x - self.mean) / self.std)
+        if self.temperature != 1.0: logits = logits / self.temperature
+        return torch.softmax(logits, dim=1)
 
 def export_graph(module: nn.Module, # the graph to export (in eval mode)
                  example: torch.Tensor, # an example input with batch size 2
@@ -184,7 +208,9 @@ def verify_onnx(onnx_model: str | os.PathLike | bytes, # model.onnx (path or byt
     param = next(model.parameters(), None)
     try: reference = _torch_logits(model, x if param is None else x.to(param.device))
     finally: model.train(was_training)
-    if uint8: reference = torch.softmax(torch.from_numpy(reference), dim=1).numpy()
+    if uint8:  # the graph's softmax holds the temperature
+        scale = float(meta.get("temperature", 1.0))
+        reference = torch.softmax(torch.from_numpy(reference) / scale, dim=1).numpy()
     per_batch = []
     for bs in batch_sizes:
         diffs, agree, seen = [], 0, 0
@@ -247,6 +273,7 @@ class ExportResult:
     class_names: list[str]
     preprocessing: PreprocessingConfig
     report: dict
+    int8_model_path: Path | None = None  # model.int8.onnx, when int8=True
 
 def _resolve_source(source, weights, class_names, preprocessing):
     if isinstance(source, (str, os.PathLike)):
@@ -272,6 +299,16 @@ def _default_verify_images(folder: Path) -> list[Path]:
     root = write_sample_subset(folder / "sample", per_class=4, splits=("val",))
     return sorted(root.rglob("*.png"))
 
+def _calibration_line(c: dict) -> str:
+    if c.get("temperature") is None: return "- calibration: none (probabilities = softmax(logits))"
+    line = f"- calibration: temperature {c['temperature']:.4f}"
+    if c.get("fitted_on"): line += f" (fitted on {c['fitted_on']})"
+    for name in ("ece", "nll"):
+        if f"{name}_before" in c:
+            line += f", {name.upper()} {c[f'{name}_before']:.4f} -> {c[f'{name}_after']:.4f}"
+    t = c.get("reject_threshold")
+    return line + (f"; reject threshold {t:.4f}" if t is not None else "; no reject threshold")
+
 def _report_markdown(r: dict) -> str:
     v = r["verification"]
     lines = ["# ONNX export report", "",
@@ -281,7 +318,8 @@ def _report_markdown(r: dict) -> str:
              f"- input: {r['input_description']}",
              f"- classes: {len(r['class_names'])}; verification: "
              f"{'passed' if v['passed'] else 'FAILED'} on {v['num_images']} real image(s), "
-             f"{v['compared']} compared, atol {v['atol']:g}", "",
+             f"{v['compared']} compared, atol {v['atol']:g}",
+             _calibration_line(r.get("calibration") or {}), "",
              "| batch size | batches | max abs diff | top-1 agreement |", "|---:|---:|---:|---:|"]
     lines += [f"| {b['batch_size']} | {b['batches']} | {b['max_abs_diff']:.2e} | "
               f"{b['top1_agreement']:.1%} |" for b in v["per_batch"]]
@@ -290,6 +328,7 @@ def _report_markdown(r: dict) -> str:
                   "|---:|---:|---:|---:|"]
         lines += [f"| {l['batch_size']} | {l['eager_ms']:.2f} | {l['onnxruntime_ms']:.2f} | "
                   f"{l['speedup']:.2f}x |" for l in r["latency"]]
+    if r.get("int8"): lines += ["", *_int8_markdown(r["int8"])]
     return "\n".join(lines) + "\n"
 
 def export_onnx(source: str | os.PathLike | nn.Module, # checkpoint path, ImageClassifier or module
@@ -306,6 +345,14 @@ def export_onnx(source: str | os.PathLike | nn.Module, # checkpoint path, ImageC
                 preprocessing: PreprocessingConfig | dict | None = None, # None: the source's
                 latency_repeats: int = 5, # timed runs per batch size for latency; 0: none
                 file_name: str = "model.onnx", # name of the model file in out_dir
+                temperature: float | None = None, # fitted softmax temperature for the metadata
+                reject_threshold: float | None = None, # confidence threshold for the metadata
+                calibration: dict | None = None, # figures for the report's calibration section
+                int8: bool = False, # also write a verified static-INT8 model.int8.onnx
+                int8_calibration_images: Sequence[str | os.PathLike] | None = None, # None: verify's
+                int8_verify_images: Sequence[str | os.PathLike] | None = None, # None: verify_images
+                int8_verify_labels: Sequence[int] | None = None, # class indices; None: folder names
+                int8_max_accuracy_drop: float = 0.01, # largest allowed FP32 - INT8 accuracy
                ) -> ExportResult:
     "Export a verified, self-describing ONNX file, labels_mapping.json and export_report.{json,md}."
     if weights not in ("ema", "raw"): raise ConfigError(f"weights={weights!r}: use 'ema' or 'raw'")
@@ -313,6 +360,11 @@ def export_onnx(source: str | os.PathLike | nn.Module, # checkpoint path, ImageC
     if not batch_sizes or any(int(b) < 1 for b in batch_sizes):
         raise ConfigError(f"batch_sizes={batch_sizes!r}: give positive sizes")
     if layout not in ("NHWC", "NCHW"): raise ConfigError(f"layout={layout!r}: use 'NHWC' or 'NCHW'")
+    if int8 and with_preprocessing:
+        raise ConfigError("int8=True quantizes the float graph; export it without "
+                          "with_preprocessing (the uint8 graph is not quantized)")
+    if temperature is not None: temperature = check_temperature(temperature)
+    if reject_threshold is not None: reject_threshold = check_reject_threshold(reject_threshold)
     model, names, pre, used, desc = _resolve_source(source, weights, class_names, preprocessing)
     out_dir, size = Path(out_dir), pre.image_size
     param = next(model.parameters(), None)
@@ -329,9 +381,10 @@ def export_onnx(source: str | os.PathLike | nn.Module, # checkpoint path, ImageC
                               f"are {len(names)} class names")
         lm_path = write_labels_mapping(out_dir / "labels_mapping.json", names, pre)
         meta = model_metadata(names, pre, sha256_file(lm_path), with_preprocessing,
-                              layout if with_preprocessing else "NCHW", used)
+                              layout if with_preprocessing else "NCHW", used, temperature,
+                              reject_threshold)
         if with_preprocessing:
-            graph = UInt8Classifier(model, pre, layout).eval()
+            graph = UInt8Classifier(model, pre, layout, temperature or 1.0).eval()
             shape = (2, size, size, 3) if layout == "NHWC" else (2, 3, size, size)
             example = torch.zeros(shape, dtype=torch.uint8)
         else: graph, example = _Logits(model).eval(), torch.zeros(2, 3, size, size)
@@ -356,6 +409,8 @@ def export_onnx(source: str | os.PathLike | nn.Module, # checkpoint path, ImageC
                   "preprocessing": pre.to_dict(), "labels_mapping": lm_path.name,
                   "labels_mapping_sha256": meta["labels_mapping_sha256"],
                   "verification": verification, "latency": [],
+                  "calibration": {"temperature": temperature, "reject_threshold": reject_threshold,
+                                  **(calibration or {})},
                   "versions": {"classifier_training": __version__, "torch": torch.__version__,
                                "onnx": onnx.__version__, "onnxruntime": ort.__version__}}
         if verification["passed"] and latency_repeats > 0:
@@ -372,11 +427,150 @@ def export_onnx(source: str | os.PathLike | nn.Module, # checkpoint path, ImageC
         md_path = atomic_write_text(out_dir / "export_report.md", _report_markdown(report))
         if not verification["passed"]: raise ExportError(_failure_message(verification))
         model_path = atomic_write_bytes(out_dir / file_name, data)
+        int8_path = None
+        if int8:
+            quantized = quantize_int8(data, int8_calibration_images or verify_images)
+            check = list(int8_verify_images or verify_images)
+            report["int8"] = compare_int8(data, quantized, check, int8_verify_labels,
+                                          int8_max_accuracy_drop, latency_repeats)
+            report["int8"]["calibration_images"] = len(int8_calibration_images or verify_images)
+            atomic_write_json(report_path, report)
+            atomic_write_text(md_path, _report_markdown(report))
+            if not report["int8"]["passed"]: raise ExportError(_int8_failure(report["int8"]))
+            int8_path = atomic_write_bytes(out_dir / INT8_FILE_NAME, quantized)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         model.to(device).train(was_training)
     return ExportResult(model_path, lm_path, report_path, md_path, report["sha256"], names, pre,
-                        report)
+                        report, int8_path)
+
+# %% ../nbs/30_export.ipynb #f6d7e1cf
+INT8_FILE_NAME = "model.int8.onnx"
+
+class _ImageBatches(CalibrationDataReader):
+    "Calibration batches: real images through the eval transform, as the graph's float input."
+    def __init__(self, paths: Sequence, pre: PreprocessingConfig, name: str, batch_size: int):
+        self.paths, self.pre, self.name, self.batch_size = list(paths), pre, name, batch_size
+        self.rewind()
+    def rewind(self): self.start = 0
+    def get_next(self):
+        if self.start >= len(self.paths): return None
+        pil, _, _ = _load_images(self.paths[self.start:self.start + self.batch_size])
+        self.start += self.batch_size
+        return {self.name: _inputs(pil, self.pre, False, "NCHW")[1]}
+
+def _metadata_of(model: str | os.PathLike | bytes) -> dict[str, str]:
+    return dict(_open_session(model).get_modelmeta().custom_metadata_map)
+
+def quantize_int8(fp32_model: str | os.PathLike | bytes, # the float model.onnx (path or bytes)
+                  calibration_images: Sequence[str | os.PathLike], # real images, e.g. a few
+                                                                    # hundred training images
+                  batch_size: int = 32, # images per calibration batch
+                  nodes_to_exclude: Sequence[str] = (), # node names to leave in float
+                 ) -> bytes:
+    "Static INT8 quantization (QDQ, per-channel int8 weights, uint8 activations), calibrated."
+    meta = _metadata_of(fp32_model)
+    if meta.get("input_dtype") != "float32":
+        raise ConfigError("quantize_int8 needs the float graph (input_dtype float32); export "
+                          "without with_preprocessing")
+    paths = [str(p) for p in calibration_images]
+    if not paths: raise ExportError("the INT8 calibration set is empty; give real images (e.g. a "
+                                    "few hundred training images)")
+    _load_images(paths[:batch_size])  # fail early, with the reasons, when none can be read
+    pre = PreprocessingConfig.from_dict(json.loads(meta["preprocessing"]))
+    with tempfile.TemporaryDirectory(prefix="classifier_int8_") as tmp:
+        src, pre_path, out = Path(tmp, "fp32.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "int8.onnx")
+        if isinstance(fp32_model, bytes): src.write_bytes(fp32_model)
+        else: shutil.copyfile(fp32_model, src)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quant_pre_process(str(src), str(pre_path))
+            quantize_static(str(pre_path), str(out),
+                            _ImageBatches(paths, pre, meta["input_name"], batch_size),
+                            quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            nodes_to_exclude=list(nodes_to_exclude) or None)
+        return out.read_bytes()
+
+def _labels_from_folders(paths: Sequence, class_names: Sequence[str]) -> list[int] | None:
+    index = {name: i for i, name in enumerate(class_names)}
+    labels = [index.get(Path(p).parent.name) for p in paths]
+    return None if any(l is None for l in labels) else labels
+
+def _outputs(session: ort.InferenceSession, name: str, x: np.ndarray, chunk: int = 32):
+    return np.concatenate([session.run(None, {name: x[i:i + chunk]})[0]
+                           for i in range(0, len(x), chunk)])
+
+def _onnx_latency(a: ort.InferenceSession, b: ort.InferenceSession, name: str, x: np.ndarray,
+                  repeats: int) -> dict:
+    times = ([], [])
+    for i in range(max(1, repeats) + 1):  # alternate; the first round warms up
+        for session, out in zip((a, b), times):
+            t = time.perf_counter(); session.run(None, {name: x})
+            if i: out.append((time.perf_counter() - t) * 1000)
+    fp32, int8 = statistics.median(times[0]), statistics.median(times[1])
+    return {"batch_size": int(len(x)), "fp32_ms": fp32, "int8_ms": int8, "speedup": fp32 / int8}
+
+def compare_int8(fp32_model: str | os.PathLike | bytes, # the float model.onnx
+                 int8_model: str | os.PathLike | bytes, # its quantized version
+                 images: Sequence[str | os.PathLike], # real labelled images (e.g. validation)
+                 labels: Sequence[int] | None = None, # class indices; None: from folder names
+                 max_accuracy_drop: float = 0.01, # largest allowed FP32 - INT8 accuracy
+                 latency_repeats: int = 5, # timed runs at batch sizes 1 and 32; 0: none
+                ) -> dict:
+    "INT8 vs FP32 on real images: top-1 agreement, accuracies, probabilities, sizes, latency."
+    meta = _metadata_of(fp32_model)
+    names, name = json.loads(meta["class_names"]), meta["input_name"]
+    pre = PreprocessingConfig.from_dict(json.loads(meta["preprocessing"]))
+    pil, used, skipped = _load_images(images)
+    if labels is not None:
+        labels = [int(l) for p, l in zip(images, labels) if str(p) in set(used)]
+    else: labels = _labels_from_folders(used, names)
+    x = _inputs(pil, pre, False, "NCHW")[1]
+    fp32_s, int8_s = _open_session(fp32_model, spinning=False), _open_session(int8_model, False)
+    a, b = _outputs(fp32_s, name, x), _outputs(int8_s, name, x)
+    t = float(meta.get("temperature", 1.0))
+    pa, pb = (torch.softmax(torch.from_numpy(o) / t, 1).numpy() for o in (a, b))
+    size = lambda m: len(m) if isinstance(m, bytes) else Path(m).stat().st_size
+    r = {"num_images": len(used), "skipped_images": skipped,
+         "top1_agreement": float((a.argmax(1) == b.argmax(1)).mean()),
+         "max_prob_diff": float(np.abs(pa - pb).max()), "temperature": t,
+         "fp32_size_bytes": size(fp32_model), "int8_size_bytes": size(int8_model),
+         "max_accuracy_drop": float(max_accuracy_drop), "latency": []}
+    r["size_ratio"] = r["fp32_size_bytes"] / r["int8_size_bytes"]
+    if labels is not None:
+        y = np.asarray(labels)
+        r["fp32_accuracy"] = float((a.argmax(1) == y).mean())
+        r["int8_accuracy"] = float((b.argmax(1) == y).mean())
+        r["accuracy_drop"], r["drop_from"] = r["fp32_accuracy"] - r["int8_accuracy"], "labels"
+    else: r["accuracy_drop"], r["drop_from"] = 1.0 - r["top1_agreement"], "agreement (no labels)"
+    r["passed"] = bool(r["accuracy_drop"] <= max_accuracy_drop)
+    if latency_repeats > 0:
+        for bs in (1, 32):
+            r["latency"].append(_onnx_latency(fp32_s, int8_s, name, x[np.arange(bs) % len(x)],
+                                              latency_repeats))
+    return r
+
+def _int8_failure(r: dict) -> str:
+    acc = (f"accuracy FP32 {r['fp32_accuracy']:.2%} vs INT8 {r['int8_accuracy']:.2%}"
+           if "fp32_accuracy" in r else f"top-1 agreement {r['top1_agreement']:.2%} (no labels)")
+    return (f"INT8 verification failed on {r['num_images']} image(s): {acc}, a drop of "
+            f"{r['accuracy_drop']:.2%} (allowed {r['max_accuracy_drop']:.2%}); model.onnx was "
+            f"kept, {INT8_FILE_NAME} was not written (see export_report.json)")
+
+def _int8_markdown(r: dict) -> list[str]:
+    acc = (f"accuracy FP32 {r['fp32_accuracy']:.2%}, INT8 {r['int8_accuracy']:.2%}"
+           if "fp32_accuracy" in r else "no labels")
+    lines = [f"INT8 (`{INT8_FILE_NAME}`): {'passed' if r['passed'] else 'FAILED'} on "
+             f"{r['num_images']} image(s): top-1 agreement {r['top1_agreement']:.2%}, {acc}, max "
+             f"probability difference {r['max_prob_diff']:.3f}; size "
+             f"{r['fp32_size_bytes'] / 1e6:.2f} MB -> {r['int8_size_bytes'] / 1e6:.2f} MB "
+             f"({r['size_ratio']:.2f}x smaller)"]
+    if r["latency"]:
+        lines += ["", "| batch size | FP32 (ms) | INT8 (ms) | speed-up |", "|---:|---:|---:|---:|"]
+        lines += [f"| {l['batch_size']} | {l['fp32_ms']:.2f} | {l['int8_ms']:.2f} | "
+                  f"{l['speedup']:.2f}x |" for l in r["latency"]]
+    return lines
 
 # %% ../nbs/30_export.ipynb #654a3cc6
 def _image_files(paths: Sequence[str]) -> list[Path]:
@@ -409,6 +603,16 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     ap.add_argument("--atol", type=float, default=1e-4,
                     help="largest allowed |onnxruntime - PyTorch| (default 1e-4)")
+    ap.add_argument("--temperature", type=float,
+                    help="softmax temperature for the metadata (calibration.json of the run)")
+    ap.add_argument("--reject-threshold", type=float,
+                    help="confidence in (0, 1) below which predictions are 'unknown'")
+    ap.add_argument("--int8", action="store_true",
+                    help="also write a verified static-INT8 model.int8.onnx")
+    ap.add_argument("--int8-images", nargs="+",
+                    help="INT8 calibration images (files/folders; a few hundred training images)")
+    ap.add_argument("--int8-max-drop", type=float, default=0.01,
+                    help="largest allowed FP32 - INT8 accuracy drop (default 0.01)")
     return ap
 
 _WRITE_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT)
@@ -421,10 +625,13 @@ def main(argv: Sequence[str] | None = None, # arguments; default sys.argv[1:]
     out = Path(args.out) if args.out else ckpt.parent / f"{ckpt.stem}_onnx"
     try:
         images = _image_files(args.images) if args.images else None
+        calib = _image_files(args.int8_images) if args.int8_images else None
         r = export_onnx(ckpt, out, weights="raw" if args.raw_weights else "ema",
                         with_preprocessing=args.with_preprocessing,
                         layout="NCHW" if args.nchw else "NHWC", verify_images=images,
-                        opset=args.opset, atol=args.atol)
+                        opset=args.opset, atol=args.atol, temperature=args.temperature,
+                        reject_threshold=args.reject_threshold, int8=args.int8,
+                        int8_calibration_images=calib, int8_max_accuracy_drop=args.int8_max_drop)
     except ClassifierTrainingError as e:
         print(f"classifier-export: error: {e}", file=sys.stderr)
         return 2
@@ -438,4 +645,10 @@ def main(argv: Sequence[str] | None = None, # arguments; default sys.argv[1:]
           f"{r.labels_mapping_path.name}, {r.report_path.name}; verified on {v['num_images']} "
           f"images at batch sizes {v['batch_sizes']}: max |diff| {v['max_abs_diff']:.1e}, top-1 "
           f"agreement {v['top1_agreement']:.0%}")
+    if r.int8_model_path is not None:
+        q = r.report["int8"]
+        print(f"wrote {r.int8_model_path} ({q['int8_size_bytes'] / 1e6:.1f} MB, "
+              f"{q['size_ratio']:.1f}x smaller): top-1 agreement with FP32 "
+              f"{q['top1_agreement']:.1%}, accuracy drop {q['accuracy_drop']:.2%} "
+              f"({q['drop_from']})")
     return 0

@@ -89,11 +89,12 @@ def read_csv(path: Path) -> list[dict]:
     with open(path, newline="") as f: return list(csv.DictReader(f))
 
 
-def test_config_composes_the_twelve(stack):
+def test_config_composes_the_thirteen(stack):
     names = {type(cb).__name__ for cb in stack.callbacks.values()}
     assert names == {"EMACallback", "ModelInfoCallback", "DatasetStatisticsCallback", "SamplerDistributionCallback",
                      "ConfusionMatrixCallback", "TrainingHistoryCallback", "SampleVisualizationCallback",
-                     "ONNXExportCallback", "ModelCheckpoint", "EarlyStopping", "LearningRateMonitor", "RichProgressBar"}
+                     "CalibrationCallback", "ONNXExportCallback", "ModelCheckpoint", "EarlyStopping",
+                     "LearningRateMonitor", "RichProgressBar"}
     assert Path(stack.callbacks["model_checkpoint"].dirpath) == stack.run / "checkpoints"  # ${paths.run_dir} resolved
     assert stack.trainer.current_epoch == EPOCHS  # early stopping did not cut the run short
 
@@ -174,6 +175,24 @@ def test_onnx_export(stack):
     assert (stack.run / "export_report.md").is_file()
 
 
+def test_calibration(stack):
+    "The temperature fitted after fit is in model.onnx; test logged the figures and wrote the plots."
+    import onnx
+    fitted = json.loads((stack.run / "calibration.json").read_text())
+    assert fitted["temperature"] > 0 and fitted["fitted_on"] == "val" and fitted["weights"] == "ema"
+    meta = {p.key: p.value for p in onnx.load(str(stack.run / "model.onnx")).metadata_props}
+    assert float(meta["temperature"]) == fitted["temperature"]
+    assert (meta.get("reject_threshold") is None) == (fitted["reject_threshold"] is None)
+    report = json.loads((stack.run / "export_report.json").read_text())
+    assert report["calibration"]["temperature"] == fitted["temperature"]
+    logged = stack.trainer.callback_metrics
+    for key in ("test/ece", "test/ece_calibrated", "test/nll", "test/nll_calibrated", "test/brier",
+                "test/brier_calibrated", "test/temperature"):
+        assert key in logged, sorted(logged)
+    for name in ("reliability_diagram.png", "risk_coverage.png", "risk_coverage.csv"):
+        assert (stack.run / name).stat().st_size > 0, name
+
+
 def test_checkpoints(stack):
     last = stack.run / "checkpoints" / "last.ckpt"
     ckpt = torch.load(last, map_location="cpu", weights_only=True)
@@ -192,7 +211,7 @@ def test_stack_adds_no_forward_pass(stack, tmp_path):
     full, plain = stack.probe.at, bare.probe.at
     train_batches = len(stack.dm.train_dataset) // stack.dm.batch_size  # drop_last
     val_batches = -(-len(stack.dm.val_dataset) // stack.dm.batch_size)
-    # the epochs (training + validation): exactly one forward per batch, with or without the twelve callbacks
+    # the epochs (training + validation): one forward per batch, with or without the thirteen callbacks
     assert full["train_end"] - full["train_start"] == plain["train_end"] - plain["train_start"] == EPOCHS * (train_batches + val_batches)
     assert full["sanity_end"] - full["sanity_start"] == plain["sanity_end"] - plain["sanity_start"] == SANITY_STEPS
     # and none anywhere else in the fit: ModelInfoCallback counts FLOPs on a meta-device copy, the ONNX export

@@ -60,6 +60,14 @@ def assert_run_folder(run: Path, classes=CLASSES):
     metrics = json.loads((run / "metrics.json").read_text())
     for key in ("val/acc_top1", "val/loss", "test/acc_top1", "test/loss"):
         assert 0 <= metrics[key] < 100, (key, metrics)
+    for name in ("calibration.json", "reliability_diagram.png", "risk_coverage.png",
+                 "risk_coverage.csv"):
+        assert (run / name).is_file() and (run / name).stat().st_size > 0, f"{name} missing"
+    for key in ("test/ece", "test/ece_calibrated", "test/nll", "test/nll_calibrated", "test/brier",
+                "test/brier_calibrated", "test/temperature"):  # the calibration callback's
+        assert key in metrics, (key, sorted(metrics))
+    fitted = json.loads((run / "calibration.json").read_text())["temperature"]
+    assert abs(metrics["test/temperature"] - fitted) <= 1e-6 * fitted  # logged as float32
     mapping = json.loads((run / "labels_mapping.json").read_text())
     assert mapping["class_names"] == list(classes)
     manifest = json.loads((run / "run_manifest.json").read_text())

@@ -14,6 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
 from .base import ArtifactCallback
+from .calibration import CalibrationCallback, fit_checkpoint_path
 from ..core import ConfigError
 from ..export import ExportResult, export_onnx
 
@@ -34,6 +35,10 @@ class ONNXExportCallback(ArtifactCallback):
                  atol: float = 1e-4, # largest allowed absolute difference in logits
                  opset: int = 18, # ONNX opset
                  latency_repeats: int = 5, # timed runs for the report's latency table; 0 skips it
+                 int8: bool = False, # also write a verified static-INT8 model.int8.onnx
+                 num_int8_calibration_images: int = 300, # training images calibrating INT8
+                 num_int8_verify_images: int = 1000, # validation images checking INT8 vs FP32
+                 int8_max_accuracy_drop: float = 0.01, # largest allowed FP32 - INT8 accuracy
                 ):
         if weights not in ("ema", "raw"):
             raise ConfigError(f"ONNXExportCallback weights={weights!r}: use 'ema' or 'raw'")
@@ -47,33 +52,40 @@ class ONNXExportCallback(ArtifactCallback):
         self.with_preprocessing, self.layout = bool(with_preprocessing), layout
         self.num_verify_images, self.batch_sizes = int(num_verify_images), tuple(batch_sizes)
         self.atol, self.opset, self.latency_repeats = float(atol), int(opset), int(latency_repeats)
+        self.int8, self.int8_max_accuracy_drop = bool(int8), float(int8_max_accuracy_drop)
+        self.num_int8_calibration_images = int(num_int8_calibration_images)
+        self.num_int8_verify_images = int(num_int8_verify_images)
         self.result: ExportResult | None = None
 
-    def _checkpoint_path(self, trainer: Trainer) -> Path | None:
-        "The best checkpoint (of a monitoring ModelCheckpoint) or the latest 'last' one, or None."
-        callbacks = list(getattr(trainer, "checkpoint_callbacks", None) or [])
-        if self.checkpoint == "best":
-            ranked = [cb for cb in callbacks if getattr(cb, "monitor", None)] + callbacks
-            paths = [getattr(cb, "best_model_path", "") for cb in ranked]
-        else:  # last.ckpt (save_last=True), or a ModelCheckpoint without monitor (latest epoch)
-            paths = [getattr(cb, "last_model_path", "") for cb in callbacks]
-            paths += [getattr(cb, "best_model_path", "") for cb in callbacks
-                      if not getattr(cb, "monitor", None)]
-            paths = sorted((p for p in paths if p and Path(p).is_file()),
-                           key=lambda p: Path(p).stat().st_mtime_ns, reverse=True)
-        return next((Path(p) for p in paths if p and Path(p).is_file()), None)
+    def _calibration(self, trainer: Trainer, pl_module: LightningModule) -> dict:
+        "The CalibrationCallback's fit for this export's checkpoint and weights, or {}."
+        cb = next((c for c in trainer.callbacks if isinstance(c, CalibrationCallback)), None)
+        if cb is None: return {}
+        return cb.calibrate(trainer, pl_module, self.checkpoint, self.weights) or {}
 
-    def _verify_images(self, trainer: Trainer) -> list[str] | None:
-        dataset = getattr(getattr(trainer, "datamodule", None), "val_dataset", None)
+    def _verify_images(self, trainer: Trainer, split: str = "val", count: int | None = None,
+                       with_labels: bool = False):
+        dataset = getattr(getattr(trainer, "datamodule", None), f"{split}_dataset", None)
         paths = list(getattr(dataset, "paths", None) or [])
-        if not paths: return None
-        step = max(1, len(paths) // self.num_verify_images)  # spread over the (class-sorted) split
-        return [str(p) for p in paths[::step][: self.num_verify_images]]
+        labels = list(getattr(dataset, "targets", None) or [])
+        count = count or self.num_verify_images
+        if not paths: return (None, None) if with_labels else None
+        step = max(1, len(paths) // count)  # spread over the (class-sorted) split
+        chosen = [str(p) for p in paths[::step][:count]]
+        if not with_labels: return chosen
+        return chosen, (labels[::step][:count] if len(labels) == len(paths) else None)
+
+    def _int8_arguments(self, trainer: Trainer) -> dict:
+        if not self.int8: return {}
+        calib = self._verify_images(trainer, "train", self.num_int8_calibration_images)
+        images, labels = self._verify_images(trainer, "val", self.num_int8_verify_images, True)
+        return dict(int8=True, int8_calibration_images=calib, int8_verify_images=images,
+                    int8_verify_labels=labels, int8_max_accuracy_drop=self.int8_max_accuracy_drop)
 
     @override
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self.should_write(trainer): return
-        ckpt = self._checkpoint_path(trainer)
+        ckpt = fit_checkpoint_path(trainer, self.checkpoint)
         if ckpt is None:
             if self.weights == "raw":
                 rank_zero_warn("ONNXExportCallback: no checkpoint file to take the raw weights "
@@ -83,12 +95,17 @@ class ONNXExportCallback(ArtifactCallback):
             rank_zero_warn(f"ONNXExportCallback: no {self.checkpoint} checkpoint file; exporting "
                            "the module as it ends the fit")
         out_dir = self.resolve_output_dir(trainer)
+        calibration = self._calibration(trainer, pl_module)
         self.result = export_onnx(ckpt if ckpt is not None else pl_module, out_dir,
                                   weights=self.weights if ckpt is not None else "ema",
                                   with_preprocessing=self.with_preprocessing, layout=self.layout,
                                   verify_images=self._verify_images(trainer),
                                   batch_sizes=self.batch_sizes, opset=self.opset, atol=self.atol,
-                                  latency_repeats=self.latency_repeats)
+                                  latency_repeats=self.latency_repeats,
+                                  temperature=calibration.get("temperature"),
+                                  reject_threshold=calibration.get("reject_threshold"),
+                                  calibration=calibration or None,
+                                  **self._int8_arguments(trainer))
         v = self.result.report["verification"]
         rank_zero_info(f"ONNX export: {self.result.model_path} ({self.result.report['weights']} "
                        f"weights of {ckpt.name if ckpt else 'the final module'}), verified on "
