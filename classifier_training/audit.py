@@ -187,10 +187,10 @@ def _suspects_grid(rows: list[dict], top: int, title: str):
     for r in chosen:
         pixels = np.asarray(load_image_rgb(r["file"]), dtype=np.float32) / 255
         images.append(torch.from_numpy(pixels).permute(2, 0, 1))
-    captions = [f"{Path(r['file']).name}\ngiven: {r['given_label']}\n"
-                f"suggested: {r['suggested_label']} ({r['score']:.2f})" for r in chosen]
+    captions = [f"{Path(r['file']).name} ({r['score']:.2f})\ngiven: {r['given_label']}\n"
+                f"suggested: {r['suggested_label']}" for r in chosen]
     if not chosen: captions, images = ["no label issue found"], [torch.ones(3, 8, 8)]
-    return image_grid(images, captions, ["red"] * len(images), title=title)
+    return image_grid(images, captions, ["red"] * len(images), title=title, cell=160)
 
 def _write_csv(path: Path, rows: list[dict], base: Path) -> None:
     buf = io.StringIO()
