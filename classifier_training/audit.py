@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import inspect
 import io
 import json
 import logging
@@ -264,7 +265,8 @@ def _summary_table(summary: dict, flagged: list[dict]) -> Table:
 
 # %% ../nbs/43_audit.ipynb #fbda1442
 def audit_parser() -> argparse.ArgumentParser:
-    "The command-line options of `classifier-audit`."
+    "The command-line options of `classifier-audit` (defaults: those of `audit_labels`)."
+    default = {k: v.default for k, v in inspect.signature(audit_labels).parameters.items()}
     p = argparse.ArgumentParser(
         prog="classifier-audit",
         description="Rank the training images whose label is most likely wrong: out-of-fold "
@@ -273,15 +275,18 @@ def audit_parser() -> argparse.ArgumentParser:
         epilog="Overrides are those of classifier-train, e.g. data.root=/data/photos "
                "model.backbone=resnet18.")
     p.add_argument("overrides", nargs="*", help="classifier-train config overrides (key=value)")
-    p.add_argument("--folds", type=int, default=5, help="K of the K-fold (default 5)")
-    p.add_argument("--epochs", type=int, default=2, help="training epochs per fold (default 2)")
+    p.add_argument("--folds", type=int, default=default["folds"],
+                   help=f"K of the K-fold (default {default['folds']})")
+    p.add_argument("--epochs", type=int, default=default["epochs"],
+                   help=f"training epochs per fold (default {default['epochs']})")
     p.add_argument("--out", default=None,
                    help="output folder (default: outputs/audit/<date>/<time>)")
-    p.add_argument("--top", type=int, default=36, help="flagged images in the grid (default 36)")
+    p.add_argument("--top", type=int, default=default["top"],
+                   help=f"flagged images in the grid (default {default['top']})")
     p.add_argument("--cleaned", default=None,
                    help="also write a JSONL annotation file with the flagged labels replaced, "
                         "here (outside the dataset)")
-    p.add_argument("--cleaned-action", choices=CLEANED_ACTIONS, default="relabel",
+    p.add_argument("--cleaned-action", choices=CLEANED_ACTIONS, default=default["cleaned_action"],
                    help="flagged images in the cleaned file: relabel (default) or drop")
     return p
 
