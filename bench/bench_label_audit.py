@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import Figure, append_results  # noqa: E402
 
 from classifier_training.audit import main as audit_main  # noqa: E402
+from classifier_training.data.datamodule import SAMPLE_CROP_PCT, SAMPLE_IMAGE_SIZE  # noqa: E402
 from classifier_training.data.sample import materialize_sample  # noqa: E402
 
 
@@ -62,8 +63,11 @@ def main() -> None:
     try:
         root, planted = flipped_copy(work, args.fraction, args.seed)
         t0, c0 = time.perf_counter(), os.times()
+        # the sample's own preprocessing (32 px, no crop), as data.root=null gives the default run
         result = audit_main([f"data.root={root}", f"data.cache_dir={work / 'cache'}",
-                             "data.verbose=false", *overrides, "--folds", str(args.folds),
+                             "data.verbose=false", f"data.image_size={SAMPLE_IMAGE_SIZE}",
+                             f"data.preprocessing={{crop_pct:{SAMPLE_CROP_PCT}}}", *overrides,
+                             "--folds", str(args.folds),
                              "--epochs", str(args.epochs), "--out", str(work / "audit")])
         wall, c1 = time.perf_counter() - t0, os.times()
         cpu = (c1.user - c0.user) + (c1.system - c0.system) + (c1.children_user - c0.children_user)
