@@ -9,6 +9,7 @@ import functools
 import importlib.util
 import math
 import os
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -22,20 +23,14 @@ from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
 from .base import ArtifactCallback, class_names_of, preprocessing_of
-from ..core import ClassifierTrainingError, PreprocessingConfig, atomic_writer
-from ..data.transforms import denormalize
+from ..cam import cam_overlays, images_for_display
+from ..core import (ClassifierTrainingError, PreprocessingConfig, atomic_writer,
+                                      error_summary)
 
 # %% auto #0
 __all__ = ['image_grid', 'SampleVisualizationCallback']
 
 # %% ../../nbs/26_callbacks.sample_visualization.ipynb #5160a33f
-def _for_display(images: torch.Tensor, pre: PreprocessingConfig | None) -> torch.Tensor:
-    "Normalised images back in 0..1: the preprocessing's mean/std, else per-image min-max scaling."
-    x = images.detach().float().cpu()
-    if pre is not None: return denormalize(x, pre)
-    lo, hi = x.amin(dim=(-3, -2, -1), keepdim=True), x.amax(dim=(-3, -2, -1), keepdim=True)
-    return (x - lo) / (hi - lo).clamp_min(1e-8)
-
 @functools.lru_cache(maxsize=8)
 def _font(size: int) -> ImageFont.ImageFont:
     "DejaVu Sans (shipped with matplotlib) at `size` px; Pillow's default font when it is missing."
@@ -106,6 +101,11 @@ def _save_image(image: Image.Image, path: Path) -> Path:
     return Path(path)
 
 # %% ../../nbs/26_callbacks.sample_visualization.ipynb #eb1c1fb0
+def _item_image(dataset, index: int) -> torch.Tensor:
+    "The (transformed) image of dataset item `index`: a dict's 'image' or a tuple's first element."
+    item = dataset[int(index)]
+    return item["image"] if isinstance(item, Mapping) else item[0]
+
 def _split_dataset(trainer: Trainer, stage: str):
     "The dataset of the split being evaluated: datamodule.<stage>_dataset, else the dataloader's."
     attr = "val_dataset" if stage == "val" else "test_dataset"
@@ -125,13 +125,23 @@ class SampleVisualizationCallback(ArtifactCallback):
                  per_epoch: bool = True, # grids under epochs/epoch_NNN/ after each validation epoch
                  cell_size: int = 128, # side of each image in the grids, in pixels
                  background: bool = True, # draw and save the PNGs on the shared writer thread
+                 every_n_epochs: int = 1, # per-epoch grids every n-th epoch; the last one always
+                 cam: bool = False, # also write the grids with Grad-CAM overlays (*_cam.png)
+                 cam_min_side: int = 4, # smallest CAM map side, in cells (cam.cam_target_layer)
                 ):
         if num_samples < 0 or num_top_losses < 0:
             raise ClassifierTrainingError(f"SampleVisualizationCallback: num_samples={num_samples} "
                                           f"and num_top_losses={num_top_losses} must be >= 0")
+        if int(every_n_epochs) < 1:
+            raise ClassifierTrainingError(f"SampleVisualizationCallback: every_n_epochs="
+                                          f"{every_n_epochs} must be >= 1 (1: every epoch)")
         super().__init__(output_dir=output_dir, background=background)
         self.num_samples, self.num_top_losses = int(num_samples), int(num_top_losses)
         self.per_epoch, self.cell_size = per_epoch, int(cell_size)
+        self.every_n_epochs, self.cam = int(every_n_epochs), cam
+        self.cam_min_side = int(cam_min_side)
+        self.cam_seconds = 0.0  # time spent computing Grad-CAM overlays (on the training thread)
+        self._held: tuple | None = None  # the latest epoch not drawn yet: drawn at the end of fit
         self._samples: dict[str, dict] = {}
         self._top: dict[str, dict] = {}
         self.top_losses: dict[str, list[dict]] = {}  # latest per stage: loss, index, target, ...
@@ -233,9 +243,9 @@ class SampleVisualizationCallback(ArtifactCallback):
     def _caption(self, names: list[str] | None, i: int) -> str:
         return names[i] if names and 0 <= i < len(names) else str(i)
 
-    def _samples_grid(self, samples: dict, names, pre, title) -> Image.Image | None:
+    def _samples_grid(self, samples: dict, names, pre, title, images=None) -> Image.Image | None:
         if not samples["targets"]: return None
-        images = _for_display(torch.cat(samples["images"]), pre)
+        if images is None: images = images_for_display(torch.cat(samples["images"]), pre)
         targets, preds, conf = (torch.cat(samples[k]).tolist()
                                 for k in ("targets", "preds", "conf"))
         titles = [f"true: {self._caption(names, t)}\npred: {self._caption(names, p)} ({c:.2f})"
@@ -253,25 +263,53 @@ class SampleVisualizationCallback(ArtifactCallback):
             captions.append(f"{name}\n{true} -> {pred} ({e['conf']:.2f})\nloss {e['loss']:.2f}")
         return captions
 
-    def _top_losses_grid(self, entries: list[dict], dataset, names, pre, title) -> Image.Image:
+    def _top_losses_grid(self, entries: list[dict], dataset, names, pre, title,
+                         images=None) -> Image.Image:
         if not entries: return _message_image(f"{title}: no misclassified images")
-        images = []
-        for e in entries:  # read again from disk, through the split's own (evaluation) transform
-            item = dataset[int(e["index"])]
-            image = item["image"] if isinstance(item, Mapping) else item[0]
-            images.append(_for_display(image, pre))
+        if images is None:  # read again from disk, through the split's own (evaluation) transform
+            images = [images_for_display(_item_image(dataset, e["index"]), pre) for e in entries]
         captions = self._top_loss_captions(entries, getattr(dataset, "paths", None), names)
         return image_grid(images, captions, ["red"] * len(images), title=title, cell=self.cell_size)
 
-    def _draw(self, samples, entries, dataset, names, pre, folder: Path, title: str):
-        "The plotting job: both grids, saved atomically."
+    def _draw(self, samples, entries, dataset, names, pre, folder: Path, title: str,
+              cams: dict | None = None):
+        "The plotting job: both grids (and their Grad-CAM versions), saved atomically."
         if self.num_samples:
             grid = self._samples_grid(samples, names, pre, f"{title}: sample predictions")
             if grid is not None: _save_image(grid, folder / "sample_predictions.png")
+            if cams and "samples" in cams:
+                grid = self._samples_grid(samples, names, pre, f"{title}: sample predictions, "
+                                          "Grad-CAM of the prediction", cams["samples"])
+                _save_image(grid, folder / "sample_predictions_cam.png")
         if self.num_top_losses and (dataset is not None or not entries):
             grid = self._top_losses_grid(entries, dataset, names, pre,
                                          f"{title}: most confident mistakes")
             _save_image(grid, folder / "top_losses.png")
+            if cams and "top" in cams:
+                grid = self._top_losses_grid(entries, dataset, names, pre, f"{title}: most "
+                                             "confident mistakes, Grad-CAM of the prediction",
+                                             cams["top"])
+                _save_image(grid, folder / "top_losses_cam.png")
+
+    def _cam_images(self, pl_module: LightningModule, samples: dict, entries: list[dict], dataset,
+                    pre) -> dict | None:
+        "Grad-CAM overlays of the predicted class for both grids (training thread: uses the model)."
+        t0, cams = time.perf_counter(), {}
+        try:
+            if self.num_samples and samples["targets"]:
+                cams["samples"] = cam_overlays(pl_module, torch.cat(samples["images"]),
+                                               torch.cat(samples["preds"]), pre,
+                                               min_side=self.cam_min_side)
+            if entries and dataset is not None:
+                images = torch.stack([_item_image(dataset, e["index"]) for e in entries])
+                cams["top"] = cam_overlays(pl_module, images, [e["pred"] for e in entries], pre,
+                                           min_side=self.cam_min_side)
+        except Exception as e:  # an explanation must never end a training run
+            rank_zero_warn(f"SampleVisualizationCallback: Grad-CAM failed ({error_summary(e)}); "
+                           "the grids are drawn without overlays from now on (cam=false)")
+            self.cam, cams = False, None
+        self.cam_seconds += time.perf_counter() - t0
+        return cams
 
     def _gather_top(self, stage: str, pl_module: LightningModule) -> list[dict]:
         top = pl_module.all_gather(self._top[stage])  # DDP: (world, k) per key; else as is
@@ -286,11 +324,19 @@ class SampleVisualizationCallback(ArtifactCallback):
         return entries[: self.num_top_losses]
 
     def _finish(self, stage: str, trainer: Trainer, pl_module: LightningModule, folder: Path,
-                title: str):
+                title: str, draw: bool = True):
+        "Gather the top losses; draw now, or (draw=False) hold the grids' inputs for later."
         # every rank: gathering the top losses is a collective
         entries = self._gather_top(stage, pl_module) if self.num_top_losses else []
         self.top_losses[stage] = entries
         if not self.should_write(trainer): return
+        samples = self._select_samples(self._samples[stage])
+        self._samples[stage] = {"by_class": {}, "spare": [], "seen": 0}
+        self._held = None if draw else (stage, samples, entries, folder, title)
+        if draw: self._submit_draw(stage, trainer, pl_module, samples, entries, folder, title)
+
+    def _submit_draw(self, stage: str, trainer: Trainer, pl_module: LightningModule, samples: dict,
+                     entries: list[dict], folder: Path, title: str):
         dataset = _split_dataset(trainer, stage) if entries else None
         if entries and (dataset is None or min(e["index"] for e in entries) < 0):
             rank_zero_warn(f"SampleVisualizationCallback: cannot read the {stage} top-loss images "
@@ -298,9 +344,10 @@ class SampleVisualizationCallback(ArtifactCallback):
                            "'indices'); top_losses.png is not written")
             dataset = None
         dm = getattr(trainer, "datamodule", None)
-        self.submit(self._draw, self._select_samples(self._samples[stage]), entries, dataset,
-                    class_names_of(pl_module, dm), preprocessing_of(pl_module, dm), folder, title)
-        self._samples[stage] = {"by_class": {}, "spare": [], "seen": 0}
+        pre = preprocessing_of(pl_module, dm)
+        cams = self._cam_images(pl_module, samples, entries, dataset, pre) if self.cam else None
+        self.submit(self._draw, samples, entries, dataset, class_names_of(pl_module, dm), pre,
+                    folder, title, cams)
 
     # -- hooks ------------------------------------------------------------------------------------
     def _per_epoch_active(self, trainer: Trainer) -> bool:
@@ -323,7 +370,17 @@ class SampleVisualizationCallback(ArtifactCallback):
         if not self._per_epoch_active(trainer): return
         epoch = trainer.current_epoch
         folder = self.resolve_output_dir(trainer) / "epochs" / f"epoch_{epoch:03d}"
-        self._finish("val", trainer, pl_module, folder, f"val, epoch {epoch}")
+        last = trainer.max_epochs is not None and epoch >= trainer.max_epochs - 1
+        due = last or (epoch + 1) % self.every_n_epochs == 0
+        self._finish("val", trainer, pl_module, folder, f"val, epoch {epoch}", draw=due)
+
+    @override
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule):
+        "Draw the last validation epoch's grids if every_n_epochs skipped them (an early stop)."
+        if self._held is not None:
+            stage, samples, entries, folder, title = self._held
+            self._held = None
+            self._submit_draw(stage, trainer, pl_module, samples, entries, folder, title)
 
     @override
     def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule):
