@@ -10,9 +10,6 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from pytorch_grad_cam import GradCAM
-from pytorch_grad_cam.utils.image import show_cam_on_image
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from .core import ClassifierTrainingError, PreprocessingConfig
@@ -110,6 +107,9 @@ def cam_maps(model: nn.Module, # an ImageClassifier or a timm model
              min_side: int = 4, # passed to cam_target_layer
             ) -> np.ndarray:
     "Grad-CAM maps (N, H, W) in 0..1, one per image, for the given or predicted classes."
+    # pytorch_grad_cam pulls in OpenCV at import: only a run that draws a map pays for it
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
     net = _backbone(model)
     if images.ndim != 4:
         raise ClassifierTrainingError("cam_maps: images must be (N, 3, H, W); "
@@ -144,6 +144,7 @@ def cam_overlays(model: nn.Module, # an ImageClassifier or a timm model
                  image_weight: float = 0.5, # share of the image in the blend (the rest: the map)
                 ) -> torch.Tensor:
     "Each image with its Grad-CAM map blended over it: (N, 3, H, W) in 0..1."
+    from pytorch_grad_cam.utils.image import show_cam_on_image
     maps = cam_maps(model, images, targets, layer, min_side)
     shown = images_for_display(images, preprocessing)
     if shown.shape[1] == 1: shown = shown.expand(-1, 3, -1, -1)
