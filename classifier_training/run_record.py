@@ -106,9 +106,11 @@ def run_manifest(cfg: DictConfig, # the resolved config of the run
                          "cpu_count": os.cpu_count()}}
 
 # %% ../nbs/41_run_record.ipynb #03e11413
-RUN_ARTIFACTS = ("checkpoints", "model.onnx", "labels_mapping.json", "export_report.json",
-                 "export_report.md", "metrics.json", "classification_report.csv",
-                 "classification_report.md", "confusion_matrix.png", "dataset_report.json",
+RUN_ARTIFACTS = ("checkpoints", "model.onnx", "model.int8.onnx", "labels_mapping.json",
+                 "export_report.json", "export_report.md", "metrics.json", "calibration.json",
+                 "reliability_diagram.png", "risk_coverage.png", "risk_coverage.csv",
+                 "classification_report.csv", "classification_report.md", "confusion_matrix.png",
+                 "dataset_report.json", "dataset_summary.png", "duplicates.png",
                  "model_info.json", "training_history.csv", "training_history",
                  "sample_predictions.png", "top_losses.png", "sampler_distribution.json",
                  "config.yaml", "run_manifest.json", "logs", "train.log")  # summary table order
