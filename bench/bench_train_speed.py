@@ -48,7 +48,7 @@ from classifier_training.model import (ImageClassifier, warmup_cosine_factor,  #
                                        weight_decay_param_groups)
 
 CONF = Path(classifier_training.__file__).resolve().parent / "conf"
-AIMS = {"d/a": 0.95, "d/c": 0.97}
+AIMS = {"d/a": 0.95, "d/c": 0.97, "d'/a": 0.95, "d'/c'": 0.97}
 
 
 def default_config(overrides: list[str], run_dir: Path):
@@ -136,11 +136,11 @@ def run_data(dm, cfg, args) -> list[float]:
             for _ in range(args.epochs)]
 
 
-def run_trainer(dm, cfg, args, callbacks: bool) -> list[float]:
+def run_trainer(dm, cfg, args, callbacks: bool, overrides: list[str]) -> list[float]:
     run = Path(tempfile.mkdtemp(prefix="bench_speed_"))
     clock = EpochClock()
     if callbacks:
-        cfg = default_config(args.set, run)
+        cfg = default_config(overrides, run)
         stack = [instantiate(node) for name, node in cfg.callbacks.items() if name != "onnx_export"]
         extra = dict(logger=CSVLogger(run, name="logs", version=""), enable_progress_bar=True,
                      enable_model_summary=True)
@@ -165,20 +165,35 @@ def main(argv=None):
     ap.add_argument("--val-batches", type=int, default=4, help="validation batches per epoch")
     ap.add_argument("--epochs", type=int, default=3, help="epochs per variant and round; epoch 0 is not timed")
     ap.add_argument("--set", nargs="*", default=[], help="config overrides (Hydra syntax) for all four")
+    ap.add_argument("--after", nargs="*", default=[], help="overrides of the changes under test: adds "
+                    "variants b', c', d' (and a' for model.* keys), measured in the same rounds")
+    ap.add_argument("--skip-c-after", action="store_true", help="leave out c' (saves time; no d'/c')")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--only", default="abcd", help="variants to run, e.g. 'cd'")
     ap.add_argument("--title", default="", help="added to the RESULTS.md section title")
     ap.add_argument("--no-write", action="store_true", help="print only; do not append to bench/RESULTS.md")
     args = ap.parse_args(argv)
-    cfg = default_config(args.set, Path(tempfile.mkdtemp(prefix="bench_speed_")))
+    if args.threads: torch.set_num_threads(args.threads)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_speed_"))
+    cfg = default_config(args.set, tmp)
     dm = build_data(cfg)
     images = args.steps * dm.batch_size + args.val_batches * dm.batch_size
     print(f"{args.steps} train steps + {args.val_batches} val batches of {dm.batch_size} per epoch; "
           f"{args.epochs} epochs x {args.rounds} rounds; torch threads {torch.get_num_threads()}; "
-          f"num_workers {dm.num_workers}; overrides {args.set or 'none'}", flush=True)
+          f"num_workers {dm.num_workers}; overrides {args.set or 'none'}; after: {args.after}", flush=True)
     variants = {"a": lambda: run_bare(dm, cfg, args), "b": lambda: run_data(dm, cfg, args),
-                "c": lambda: run_trainer(dm, cfg, args, callbacks=False),
-                "d": lambda: run_trainer(dm, cfg, args, callbacks=True)}
-    variants = {k: v for k, v in variants.items() if k in args.only}
+                "c": lambda: run_trainer(dm, cfg, args, False, args.set),
+                "d": lambda: run_trainer(dm, cfg, args, True, args.set)}
+    if args.after:  # the same with the changes under test: b' and d' (and a' for model keys)
+        cfg2 = default_config([*args.set, *args.after], tmp)
+        dm2 = build_data(cfg2)
+        if any(o.startswith("model.") for o in args.after):
+            variants["a'"] = lambda: run_bare(dm2, cfg2, args)
+        variants["b'"] = lambda: run_data(dm2, cfg2, args)
+        if not args.skip_c_after:
+            variants["c'"] = lambda: run_trainer(dm2, cfg2, args, False, [*args.set, *args.after])
+        variants["d'"] = lambda: run_trainer(dm2, cfg2, args, True, [*args.set, *args.after])
+    variants = {k: v for k, v in variants.items() if k[0] in args.only}
     times = {k: [] for k in variants}
     started = time.perf_counter()
     for r in range(args.rounds):
@@ -191,7 +206,9 @@ def main(argv=None):
     best = {k: min(v) for k, v in times.items()}
     med = {k: statistics.median(v) for k, v in times.items()}
     spread = {k: (max(v) - min(v)) / statistics.median(v) for k, v in times.items()}
-    pairs = [(x, y) for x, y in (("b", "a"), ("c", "a"), ("d", "a"), ("d", "c")) if x in med and y in med]
+    pairs = [(x, y) for x, y in (("b", "a"), ("c", "a"), ("d", "a"), ("d", "c"), ("a'", "a"), ("b'", "a"),
+                                 ("c'", "a"), ("d'", "a"), ("d'", "c'"), ("d'", "c"), ("b'", "b"), ("d'", "d"))
+             if x in med and y in med]
     ratios = {f"{x}/{y}": best[y] / best[x] for x, y in pairs}
     med_ratios = {f"{x}/{y}": med[y] / med[x] for x, y in pairs}
     for k in med:
@@ -204,6 +221,12 @@ def main(argv=None):
         names = {"b/a": "b/a: + real data pipeline / bare step", "c/a": "c/a: Trainer, no callbacks / bare step",
                  "d/a": "d/a: Trainer + default callbacks / bare step",
                  "d/c": "d/c: default callbacks / no callbacks"}
+        after = f"after ({' '.join(args.after)})"
+        names |= {"a'/a": f"a'/a: bare step {after} / before", "b'/a": f"b'/a: + data, {after} / bare step",
+                  "c'/a": f"c'/a: Trainer, {after} / bare step",
+                  "d'/a": f"d'/a: Trainer + callbacks, {after} / bare step",
+                  "d'/c'": f"d'/c': callbacks / none, {after}", "d'/c": f"d'/c: callbacks {after} / Trainer before",
+                  "b'/b": f"b'/b: data pipeline {after} / before", "d'/d": f"d'/d: default run {after} / before"}
         figures = [Figure.at_least(names[k], v, "x", AIMS[k]) if k in AIMS else Figure(names[k], v, "x")
                    for k, v in ratios.items()]
         figures += [Figure(f"{k} (ratio of medians)", v, "x") for k, v in med_ratios.items()]

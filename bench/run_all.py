@@ -34,6 +34,9 @@ SCRIPTS = [
     ("bench_callback_overhead.py", ["--rounds", "1", "--epochs", "2"], []),  # default-size epochs: 1 steady epoch each
     ("bench_onnx_vs_eager.py", ["--repeats", "5"], []),
     ("bench_make_train.py", ["--ddp-repeats", "1"], ["--ddp-repeats", "3"]),
+    ("bench_train_speed.py", [], ["--rounds", "5", "--steps", "48", "--val-batches", "8"]),
+    ("bench_step_costs.py", [], ["--rounds", "5"]),
+    ("bench_fixed_costs.py", ["--set", "trainer.max_epochs=2"], []),
 ]
 
 
