@@ -148,7 +148,7 @@ class ConfusionMatrixCallback(ArtifactCallback):
     def __init__(self,
                  output_dir: str | os.PathLike | None = None, # None: trainer.default_root_dir
                  per_epoch: bool = True, # a figure under epochs/epoch_NNN/ after each validation
-                 every_n_epochs: int = 1, # per-epoch figures every n-th epoch (and the last)
+                 every_n_epochs: int = 3, # per-epoch figures every n-th epoch (and the last)
                  max_annotated_classes: int = 30, # numbers in the cells up to this many classes
                  dpi: int = 100, # resolution of the PNG files
                  background: bool = True, # draw and save the PNGs on the shared writer thread

@@ -72,7 +72,7 @@ class TrainingHistoryCallback(ArtifactCallback):
                  metrics: Sequence[str] = HISTORY_METRICS, # logged keys to record, one column each
                  plots: Mapping[str, Sequence[str]] | None = None, # None: HISTORY_PLOTS
                  dpi: int = 100, # resolution of the PNG files
-                 every_n_epochs: int = 1, # draw the curves every n-th epoch (and the last); CSV: each
+                 every_n_epochs: int = 3, # draw the curves every n-th epoch (and the last); CSV: each
                  background: bool = True, # draw and save the PNGs on the shared writer thread
                 ):
         super().__init__(output_dir=output_dir, background=background)
