@@ -7,7 +7,9 @@ and put beside the training step it rides on:
 - the bare training step (forward, loss, backward, AdamW), NCHW and channels_last;
 - loading one batch (decode + train transform + collate) from the files and from the decoded-image cache;
 - one EMA update of the weights (`EMACallback`, what runs after every optimizer step);
-- one epoch's figures: the confusion matrix (1 PNG) and the training-history curves (4 PNGs).
+- one epoch's figures: the confusion matrix (1 PNG) and the training-history curves (4 PNGs);
+- one checkpoint save through `AtomicCheckpointIO` (temp file, fsync, rename; two per epoch: best and last),
+  in CPU and in wall seconds (the fsync waits on the disk, and training waits with it).
 
 The per-epoch cost of each is then given as a share of one default epoch's steps (train batches x step).
 
@@ -31,6 +33,7 @@ from bench_train_speed import build_data, default_config, new_model  # noqa: E40
 from classifier_training.callbacks.confusion_matrix import plot_confusion_matrix  # noqa: E402
 from classifier_training.callbacks.base import save_figure  # noqa: E402
 from classifier_training.callbacks.training_history import HISTORY_PLOTS, plot_history  # noqa: E402
+from classifier_training.checkpoints import AtomicCheckpointIO  # noqa: E402
 from classifier_training.data.datamodule import collate_classification  # noqa: E402
 from classifier_training.data.datasets import ImageClassificationDataset  # noqa: E402
 from classifier_training.model import weight_decay_param_groups  # noqa: E402
@@ -84,13 +87,23 @@ def main(argv=None):
     def history_figures():
         for name, keys in HISTORY_PLOTS.items():
             save_figure(plot_history(rows, keys, title=name), tmp / f"{name}.png", 100)
+    opt_state = torch.optim.AdamW(model.parameters())
+    model.criterion(model.backbone(batch["images"][:2]), batch["labels"][:2]).backward(); opt_state.step()
+    ckpt = {"state_dict": model.state_dict(), "optimizer_states": [opt_state.state_dict()],
+            "current_model_state": {k: v.clone() for k, v in model.state_dict().items()}}
+    wall_ckpt = []
+    def save_ckpt():  # what each of the two ModelCheckpoints does after an epoch, via AtomicCheckpointIO
+        start = time.perf_counter()
+        AtomicCheckpointIO().save_checkpoint(ckpt, tmp / "last.ckpt")
+        wall_ckpt.append(time.perf_counter() - start)
     pieces = {"train step, NCHW": (lambda: cpu(step_nchw, args.steps)),
               "train step, channels_last": (lambda: cpu(step_cl, args.steps)),
               "load a batch from the files (decode + transform)": (lambda: cpu(load(files))),
               "load a batch from the cache (transform)": (lambda: cpu(load(cached))),
               "EMA update (one, all weights and buffers)": (lambda: cpu(lambda: ema.update_parameters(model), 10)),
               "confusion-matrix figure (1 PNG)": (lambda: cpu(cm_figure)),
-              "training-history figures (4 PNGs)": (lambda: cpu(history_figures))}
+              "training-history figures (4 PNGs)": (lambda: cpu(history_figures)),
+              "checkpoint save (atomic, fsync; CPU)": (lambda: cpu(save_ckpt))}
     for fn in pieces.values(): fn()  # warm-up: first allocations, font cache
     times = {k: [] for k in pieces}
     for _ in range(args.rounds):
@@ -101,7 +114,8 @@ def main(argv=None):
     per_epoch = {"load a batch from the files (decode + transform)": train_batches,
                  "load a batch from the cache (transform)": train_batches,
                  "EMA update (one, all weights and buffers)": train_batches,
-                 "confusion-matrix figure (1 PNG)": 1, "training-history figures (4 PNGs)": 1}
+                 "confusion-matrix figure (1 PNG)": 1, "training-history figures (4 PNGs)": 1,
+                 "checkpoint save (atomic, fsync; CPU)": 2}
     figures = []
     for k, v in best.items():
         med = statistics.median(times[k])
@@ -110,6 +124,11 @@ def main(argv=None):
         figures.append(Figure(f"{k}: CPU per call", v * 1e3, "ms"))
         if k in per_epoch:
             figures.append(Figure(f"{k}: per epoch, share of the epoch's step CPU", 100 * v * per_epoch[k] / epoch_steps, "%"))
+    ckpt_wall = min(wall_ckpt)
+    print(f"checkpoint save wall {ckpt_wall:.2f} s (median {statistics.median(wall_ckpt):.2f}); two per epoch "
+          f"(best + last) = {100 * 2 * ckpt_wall / epoch_steps:.1f} % of an epoch's step time at 1 thread")
+    figures.append(Figure("checkpoint save (atomic, fsync): wall per save", ckpt_wall, "s"))
+    figures.append(Figure("two checkpoint saves per epoch, wall, share of the epoch's step CPU", 100 * 2 * ckpt_wall / epoch_steps, "%"))
     gain = step / best["train step, channels_last"]
     print(f"channels_last / NCHW step speed: {gain:.3f}")
     figures.append(Figure("train step speed, channels_last / NCHW (CPU, 1 thread)", gain, "x"))

@@ -8,7 +8,8 @@ proportion of train to val):
 - **b, + data**: the same loop fed by the real train/val DataLoaders of the data module (default workers);
 - **c, Trainer**: (b) inside `lightning.Trainer` with no callbacks, logger, checkpointing or progress bar;
 - **d, + callbacks**: (c) with the default callback set (`conf/callbacks/default.yaml`, minus the ONNX export,
-  which runs after the last epoch and is measured by bench_fixed_costs.py) and the CSV logger.
+  which runs after the last epoch and is measured by bench_fixed_costs.py), the CSV logger and the atomic
+  (fsync) checkpoint writes of `classifier-train`.
 
 The four run in alternation, round after round (at least 3), so that load changes on a shared machine hit
 all alike; each figure is the fastest epoch of each variant (contention only ever adds time), with the ratios
@@ -43,6 +44,7 @@ from lightning.pytorch.loggers import CSVLogger  # noqa: E402
 
 import classifier_training  # noqa: E402
 from classifier_training.data.datamodule import ImageClassificationDataModule  # noqa: E402
+from classifier_training.checkpoints import AtomicCheckpointIO  # noqa: E402
 from classifier_training.train import build_datamodule, build_model  # noqa: E402
 from classifier_training.model import (ImageClassifier, warmup_cosine_factor,  # noqa: E402
                                        weight_decay_param_groups)
@@ -143,7 +145,7 @@ def run_trainer(dm, cfg, args, callbacks: bool, overrides: list[str]) -> list[fl
         cfg = default_config(overrides, run)
         stack = [instantiate(node) for name, node in cfg.callbacks.items() if name != "onnx_export"]
         extra = dict(logger=CSVLogger(run, name="logs", version=""), enable_progress_bar=True,
-                     enable_model_summary=True)
+                     enable_model_summary=True, plugins=[AtomicCheckpointIO()])  # as build_trainer
     else:
         stack, extra = [], dict(logger=False, enable_checkpointing=False, enable_progress_bar=False,
                                 enable_model_summary=False)
