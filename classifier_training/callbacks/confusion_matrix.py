@@ -159,7 +159,7 @@ class ConfusionMatrixCallback(ArtifactCallback):
                               "use 1 or more")
         self.per_epoch, self.max_annotated_classes, self.dpi = per_epoch, max_annotated_classes, dpi
         self.every_n_epochs = int(every_n_epochs)
-        self._undrawn: tuple | None = None  # the latest epoch figure not drawn yet (drawn at the end)
+        self._undrawn: tuple | None = None  # the latest epoch figure not drawn yet
         self._metrics: dict[str, MulticlassConfusionMatrix] = {}
         self._names: dict[str, list[str] | None] = {}
         self.confusion: dict[str, torch.Tensor] = {}
@@ -237,7 +237,7 @@ class ConfusionMatrixCallback(ArtifactCallback):
 
     @override
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule):
-        "The last validation epoch's figure, when `every_n_epochs` skipped it (early stop, max_steps)."
+        "The last validation epoch's figure, when `every_n_epochs` skipped it (e.g. max_steps)."
         self._draw_undrawn()
 
     @override

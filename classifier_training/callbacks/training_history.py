@@ -72,7 +72,7 @@ class TrainingHistoryCallback(ArtifactCallback):
                  metrics: Sequence[str] = HISTORY_METRICS, # logged keys to record, one column each
                  plots: Mapping[str, Sequence[str]] | None = None, # None: HISTORY_PLOTS
                  dpi: int = 100, # resolution of the PNG files
-                 every_n_epochs: int = 3, # draw the curves every n-th epoch (and the last); CSV: each
+                 every_n_epochs: int = 3, # curves every n-th epoch and the last (CSV: each epoch)
                  background: bool = True, # draw and save the PNGs on the shared writer thread
                 ):
         super().__init__(output_dir=output_dir, background=background)
@@ -128,7 +128,7 @@ class TrainingHistoryCallback(ArtifactCallback):
 
     @override
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule):
-        "Draw the curves of the last epochs when `every_n_epochs` skipped them (max_steps, max_time)."
+        "Draw the curves of the last epochs when `every_n_epochs` skipped them (e.g. max_steps)."
         if self._plots_behind and self.should_write(trainer):
             self.write(self.resolve_output_dir(trainer))
 
