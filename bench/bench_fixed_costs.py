@@ -58,8 +58,7 @@ def startups(model: Path | None, image: Path | None, repeats: int) -> dict[str, 
     cmds = {"classifier-predict --help": command("classifier-predict", "--help"),
             "classifier-train --help": command("classifier-train", "--help")}
     if model is not None:
-        cmds["classifier-predict, one image (cold process)"] = command("classifier-predict", "--model", str(model),
-                                                                      str(image))
+        cmds["classifier-predict, one image (cold process)"] = command("classifier-predict", str(model), str(image))
     times = {k: [] for k in cmds}
     for _ in range(repeats):
         for k, cmd in cmds.items(): times[k].append(wall(cmd))
@@ -99,10 +98,11 @@ def default_run(run_dir: Path, extra: list[str]) -> dict:
         "sanity check (2 val batches)": m["sanity_end"] - m["sanity_start"],
         "sanity end to the first epoch": epochs[0] - m["sanity_end"],
         "training epochs (validation included)": m["train_end"] - epochs[0],
-        "after the last epoch: fit end (final figures, checkpoints, EMA swap)": m["fit_end"] - m["train_end"],
+        "after the last epoch to fit end: ONNX export + verification (onnx_export callback), final figures, "
+        "EMA swap": m["fit_end"] - m["train_end"],
         "test (best checkpoint)": m["test_end"] - m["test_start"] if "test_end" in m else 0.0,
         "between fit end and test start (checkpoint load)": m.get("test_start", m["fit_end"]) - m["fit_end"],
-        "after test: ONNX export + verification, run record, exit": end - m.get("test_end", m["fit_end"]),
+        "after test: waiting for figures, run record, metrics, interpreter exit": end - m.get("test_end", m["fit_end"]),
     }
     return {"phases": phases, "total": end - start, "epochs": len(epochs),
             "first_epoch": (epochs[1] - epochs[0]) if len(epochs) > 1 else None}
