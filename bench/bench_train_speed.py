@@ -72,14 +72,22 @@ def new_model(dm, cfg) -> ImageClassifier:
     return build_model(cfg, dm)
 
 
+CPU = {}  # variant -> CPU seconds of this process per timed epoch (all its threads; not loader workers)
+
+
 class EpochClock(pl.Callback):
-    "Wall-clock marks at each training epoch start and at train end (validation runs inside the epoch)."
-    def __init__(self): self.marks = []
-    def on_train_epoch_start(self, trainer, pl_module): self.marks.append(time.perf_counter())
-    def on_train_end(self, trainer, pl_module): self.marks.append(time.perf_counter())
+    "Wall and CPU marks at each training epoch start and at train end (validation runs inside the epoch)."
+    def __init__(self): self.marks, self.cpu_marks = [], []
+    def _mark(self):
+        self.marks.append(time.perf_counter()); self.cpu_marks.append(time.process_time())
+    def on_train_epoch_start(self, trainer, pl_module): self._mark()
+    def on_train_end(self, trainer, pl_module): self._mark()
 
     def epochs(self) -> list[float]:
         return [b - a for a, b in zip(self.marks, self.marks[1:])]
+
+    def cpu_epochs(self) -> list[float]:
+        return [b - a for a, b in zip(self.cpu_marks, self.cpu_marks[1:])]
 
 
 def plain_epoch(model, opt, sched, train_batches, val_batches) -> float:
@@ -157,6 +165,8 @@ def run_trainer(dm, cfg, args, callbacks: bool, overrides: list[str]) -> list[fl
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.fit(model, datamodule=dm)
+    clock.cpu = clock.cpu_epochs()
+    run_trainer.last_cpu = clock.cpu
     return clock.epochs()
 
 
@@ -200,9 +210,14 @@ def main(argv=None):
     started = time.perf_counter()
     for r in range(args.rounds):
         for name, fn in variants.items():
+            run_trainer.last_cpu = None
             epochs = fn()[1:]
+            cpu_epochs = (run_trainer.last_cpu or [])[1:]
             times[name] += epochs
-            print(f"  round {r} {name}: " + " ".join(f"{s:.2f}" for s in epochs) + " s/epoch", flush=True)
+            CPU.setdefault(name, []).extend(cpu_epochs)
+            print(f"  round {r} {name}: " + " ".join(f"{s:.2f}" for s in epochs) + " s/epoch"
+                  + (" (CPU " + " ".join(f"{s:.2f}" for s in cpu_epochs) + " s)" if cpu_epochs else ""),
+                  flush=True)
     # other jobs only ever slow an epoch down: the fastest epoch is the steadiest estimate of each
     # variant's own cost; the medians are printed beside it
     best = {k: min(v) for k, v in times.items()}
@@ -218,6 +233,11 @@ def main(argv=None):
               f"spread {spread[k]:.0%})")
     for k, v in ratios.items():
         print(f"{k} = {v:.3f} (medians: {med_ratios[k]:.3f})" + (f" (aim >= {AIMS[k]})" if k in AIMS else ""))
+    cpu_best = {k: min(v) for k, v in CPU.items() if v}
+    cpu_ratios = {f"{x}/{y}": cpu_best[y] / cpu_best[x] for x, y in (("d", "c"), ("d'", "c"), ("d'", "d"))
+                  if x in cpu_best and y in cpu_best}
+    for k, v in cpu_ratios.items():
+        print(f"CPU time (this process, all threads; loader workers excluded) {k} = {v:.3f}")
     print(f"{time.perf_counter() - started:.0f} s in all")
     if not args.no_write:
         names = {"b/a": "b/a: + real data pipeline / bare step", "c/a": "c/a: Trainer, no callbacks / bare step",
@@ -232,6 +252,8 @@ def main(argv=None):
         figures = [Figure.at_least(names[k], v, "x", AIMS[k]) if k in AIMS else Figure(names[k], v, "x")
                    for k, v in ratios.items()]
         figures += [Figure(f"{k} (ratio of medians)", v, "x") for k, v in med_ratios.items()]
+        figures += [Figure(f"{k}, CPU time of the main process (best epochs; loader workers excluded)", v, "x")
+                    for k, v in cpu_ratios.items()]
         figures += [Figure(f"{k}: throughput, best epoch (shared machine: read the ratios)",
                            images / best[k], "img/s") for k in med]
         notes = (f"resnet10t 32 px, batch {dm.batch_size}, {args.steps} train steps + {args.val_batches} val "
