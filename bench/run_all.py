@@ -38,6 +38,9 @@ SCRIPTS = [
     ("bench_help_time.py", ["--repeats", "5"], []),
     ("bench_calibration.py", [], []),  # two real training runs (sample, digits): about 15 min on 2 cores
     ("bench_int8.py", [], []),  # the default run again + resnet18 at 224 px: about 15 min on 2 cores
+    ("bench_train_speed.py", [], ["--rounds", "5", "--steps", "48", "--val-batches", "8"]),
+    ("bench_step_costs.py", [], ["--rounds", "5"]),
+    ("bench_fixed_costs.py", ["--set", "trainer.max_epochs=2"], []),
 ]
 
 

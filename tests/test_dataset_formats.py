@@ -203,6 +203,27 @@ def test_cache_images_decodes_once(datasets, monkeypatch):
     assert len(calls) == 12 and ds.cache_images
 
 
+def test_cache_images_auto_caches_when_the_decoded_split_fits(datasets, monkeypatch):
+    import classifier_training.data.datasets as datasets_module
+    index = scan_dataset(datasets["folders"], verbose=False)
+    records, c2i = index.splits["val"], index.class_to_idx
+    need = len(records) * 28 * 28 * 3  # the decoded RGB bytes of the 28x28 sample images
+    share = datasets_module.AUTO_CACHE_RAM_SHARE
+    monkeypatch.setattr(datasets_module, "available_ram_bytes", lambda: int(need / share) + 1)
+    cached = ImageClassificationDataset(records, c2i, cache_images="auto")
+    assert cached.cache_images
+    monkeypatch.setattr(datasets_module, "available_ram_bytes", lambda: int(need / share) - 1)
+    assert not ImageClassificationDataset(records, c2i, cache_images="auto").cache_images
+    monkeypatch.setattr(datasets_module, "available_ram_bytes", lambda: None)  # unknown: no cache
+    plain = ImageClassificationDataset(records, c2i, cache_images="auto")
+    assert not plain.cache_images
+    for i in (0, 5):  # the cache gives back the very image a fresh decode gives
+        assert cached.load_image(i).mode == "RGB"
+        assert cached.load_image(i).tobytes() == plain.load_image(i).tobytes()
+    with pytest.raises(ConfigError, match="true, false or auto"):
+        ImageClassificationDataset(records, c2i, cache_images="yes")
+
+
 def test_unknown_label_in_records_is_an_error(datasets):
     with pytest.raises(DatasetError, match="Dog"):
         ImageClassificationDataset([SampleRecord(datasets["folders"] / "x.png", "Dog")], {"Bag": 0, "Coat": 1})

@@ -20,10 +20,12 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from typing_extensions import override
 
 from .base import ArtifactCallback, class_names_of, new_figure
-from ..core import ClassifierTrainingError, atomic_write_json, atomic_write_text
+from ..core import (ClassifierTrainingError, ConfigError, atomic_write_json,
+                                      atomic_write_text)
 
 # %% auto #0
-__all__ = ['classification_report', 'report_to_csv', 'report_to_markdown', 'plot_confusion_matrix', 'ConfusionMatrixCallback']
+__all__ = ['classification_report', 'report_to_csv', 'report_to_markdown', 'plot_confusion_matrix', 'epoch_figure_due',
+           'ConfusionMatrixCallback']
 
 # %% ../../nbs/24_callbacks.confusion_matrix.ipynb #e6360455
 def classification_report(counts: torch.Tensor | np.ndarray | Sequence, # (C, C): true x predicted
@@ -130,18 +132,34 @@ def plot_confusion_matrix(counts: torch.Tensor | np.ndarray | Sequence, # (C, C)
                  y=1 - 0.25 / height)
     return fig
 
+# %% ../../nbs/24_callbacks.confusion_matrix.ipynb #062e5033
+def epoch_figure_due(trainer: Trainer, # the running trainer, at the end of an epoch
+                     every_n_epochs: int = 1, # draw after every n-th epoch
+                    ) -> bool:
+    "Whether this epoch's figures are drawn: every n-th epoch and the last one."
+    epoch, last = trainer.current_epoch, trainer.max_epochs
+    return ((epoch + 1) % every_n_epochs == 0 or bool(trainer.should_stop)
+            or (last is not None and last > 0 and epoch + 1 >= last))
+
+
 # %% ../../nbs/24_callbacks.confusion_matrix.ipynb #30580854
 class ConfusionMatrixCallback(ArtifactCallback):
     "Confusion matrix of every validation epoch and of the test set, from the step outputs."
     def __init__(self,
                  output_dir: str | os.PathLike | None = None, # None: trainer.default_root_dir
                  per_epoch: bool = True, # a figure under epochs/epoch_NNN/ after each validation
+                 every_n_epochs: int = 3, # per-epoch figures every n-th epoch (and the last)
                  max_annotated_classes: int = 30, # numbers in the cells up to this many classes
                  dpi: int = 100, # resolution of the PNG files
                  background: bool = True, # draw and save the PNGs on the shared writer thread
                 ):
         super().__init__(output_dir=output_dir, background=background)
+        if int(every_n_epochs) < 1:
+            raise ConfigError(f"callbacks.confusion_matrix.every_n_epochs={every_n_epochs!r}: "
+                              "use 1 or more")
         self.per_epoch, self.max_annotated_classes, self.dpi = per_epoch, max_annotated_classes, dpi
+        self.every_n_epochs = int(every_n_epochs)
+        self._undrawn: tuple | None = None  # the latest epoch figure not drawn yet
         self._metrics: dict[str, MulticlassConfusionMatrix] = {}
         self._names: dict[str, list[str] | None] = {}
         self.confusion: dict[str, torch.Tensor] = {}
@@ -210,7 +228,17 @@ class ConfusionMatrixCallback(ArtifactCallback):
         names = self._names["val"] or [str(i) for i in range(len(counts))]
         epoch = trainer.current_epoch
         folder = self.resolve_output_dir(trainer) / "epochs" / f"epoch_{epoch:03d}"
-        self._submit_figure(counts, names, f"val, epoch {epoch}", folder / "confusion_matrix.png")
+        self._undrawn = (counts, names, f"val, epoch {epoch}", folder / "confusion_matrix.png")
+        if epoch_figure_due(trainer, self.every_n_epochs): self._draw_undrawn()
+
+    def _draw_undrawn(self):
+        if self._undrawn is not None: self._submit_figure(*self._undrawn)
+        self._undrawn = None
+
+    @override
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule):
+        "The last validation epoch's figure, when `every_n_epochs` skipped it (e.g. max_steps)."
+        self._draw_undrawn()
 
     @override
     def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule):

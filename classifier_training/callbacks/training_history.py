@@ -16,7 +16,8 @@ from lightning.pytorch.trainer.states import TrainerFn
 from typing_extensions import override
 
 from .base import ArtifactCallback, new_figure, save_figure
-from ..core import atomic_write_text
+from .confusion_matrix import epoch_figure_due
+from ..core import ConfigError, atomic_write_text
 
 # %% auto #0
 __all__ = ['HISTORY_METRICS', 'HISTORY_PLOTS', 'history_to_csv', 'plot_history', 'TrainingHistoryCallback']
@@ -71,10 +72,15 @@ class TrainingHistoryCallback(ArtifactCallback):
                  metrics: Sequence[str] = HISTORY_METRICS, # logged keys to record, one column each
                  plots: Mapping[str, Sequence[str]] | None = None, # None: HISTORY_PLOTS
                  dpi: int = 100, # resolution of the PNG files
+                 every_n_epochs: int = 3, # curves every n-th epoch and the last (CSV: each epoch)
                  background: bool = True, # draw and save the PNGs on the shared writer thread
                 ):
         super().__init__(output_dir=output_dir, background=background)
-        self.metrics, self.dpi = tuple(metrics), dpi
+        if int(every_n_epochs) < 1:
+            raise ConfigError(f"callbacks.training_history.every_n_epochs={every_n_epochs!r}: "
+                              "use 1 or more")
+        self.metrics, self.dpi, self.every_n_epochs = tuple(metrics), dpi, int(every_n_epochs)
+        self._plots_behind = False  # rows were added since the curves were last drawn
         self.plots = {k: tuple(v) for k, v in (HISTORY_PLOTS if plots is None else plots).items()}
         self.rows: list[dict] = []
 
@@ -116,15 +122,25 @@ class TrainingHistoryCallback(ArtifactCallback):
         row = self._row(trainer.current_epoch)
         row.update(self._read(trainer, [k for k in self.metrics if not k.startswith("val/")]))
         row["step"] = trainer.global_step
-        if self.should_write(trainer): self.write(self.resolve_output_dir(trainer))
+        if self.should_write(trainer):
+            self.write(self.resolve_output_dir(trainer),
+                       plots=epoch_figure_due(trainer, self.every_n_epochs))
+
+    @override
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule):
+        "Draw the curves of the last epochs when `every_n_epochs` skipped them (e.g. max_steps)."
+        if self._plots_behind and self.should_write(trainer):
+            self.write(self.resolve_output_dir(trainer))
 
     def write(self,
               output_dir: str | os.PathLike, # the run folder
+              plots: bool = True, # also queue the PNG curves
              ) -> Path:
         "Write `training_history.csv` now and queue the PNG curves; return the CSV's path."
         output_dir = Path(output_dir)
         rows = [dict(r) for r in self.rows]  # a snapshot: the writer thread must not see later rows
-        self.submit(self._save_plots, rows, output_dir / "training_history")  # one job per epoch
+        if plots: self.submit(self._save_plots, rows, output_dir / "training_history")  # one job
+        self._plots_behind = not plots
         csv_text = history_to_csv(rows, self.columns)
         return atomic_write_text(output_dir / "training_history.csv", csv_text)
 

@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -25,7 +26,8 @@ from .records import (SampleRecord, find_jsonl_files, has_jsonl,
                                               relative_path, scan_class_folders, split_images)
 
 # %% auto #0
-__all__ = ['SPLITS', 'FORMAT_DESCRIPTIONS', 'DatasetFormat', 'DatasetWarning', 'DatasetIndex', 'scan_dataset',
+__all__ = ['SPLITS', 'FORMAT_DESCRIPTIONS', 'AUTO_CACHE_RAM_SHARE', 'DatasetFormat', 'DatasetWarning', 'DatasetIndex',
+           'scan_dataset', 'available_ram_bytes', 'decoded_size_estimate', 'resolve_cache_images',
            'ImageClassificationDataset']
 
 # %% ../../nbs/02_data.datasets.ipynb #bee01a70
@@ -313,13 +315,51 @@ def scan_dataset(root: str | os.PathLike, # dataset root (data.root)
     if verbose: print(index.describe())
     return index
 
+# %% ../../nbs/02_data.datasets.ipynb #ef1b736f
+AUTO_CACHE_RAM_SHARE = 0.25  # cache_images="auto": at most this share of the available memory
+
+def available_ram_bytes() -> int | None:
+    "Memory available to this process now, in bytes (MemAvailable on Linux); None when unknown."
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"): return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError): pass
+    try: return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError): return None
+
+def decoded_size_estimate(paths: list[Path], # the image files of one split
+                          sample: int = 32, # headers read, spread evenly over the list
+                         ) -> int:
+    "Bytes the decoded RGB uint8 images would take, from the sizes in a few file headers."
+    picks = paths[::max(1, len(paths) // sample)][:sample]
+    pixels = []
+    for path in picks:
+        try:
+            with Image.open(path) as im: pixels.append(im.width * im.height)
+        except (OSError, ValueError, Image.DecompressionBombError): continue
+    return int(sum(pixels) / len(pixels) * 3 * len(paths)) if pixels else 0
+
+def resolve_cache_images(cache_images: bool | str, # True, False or "auto"
+                         paths: list[Path], # the image files that would be cached
+                        ) -> bool:
+    "Whether to cache: `cache_images` itself, or for 'auto' whether the decoded images fit in RAM."
+    if isinstance(cache_images, str):
+        if cache_images.strip().lower() != "auto":
+            raise ConfigError(f"data.cache_images={cache_images!r}: use true, false or auto")
+        available = available_ram_bytes()
+        return available is not None and (decoded_size_estimate(paths)
+                                          <= AUTO_CACHE_RAM_SHARE * available)
+    return bool(cache_images)
+
+
 # %% ../../nbs/02_data.datasets.ipynb #db6010e6
 class ImageClassificationDataset(Dataset):
     "Samples `{'image', 'label', 'index'}` from image records, decoded to RGB and transformed."
     def __init__(self, records: list[SampleRecord], # the images of one split
                  class_to_idx: dict[str, int], # class name -> class id (from the train split)
                  transform: Callable | None = None, # applied to the RGB Pillow image (None: as is)
-                 cache_images: bool = False, # decode every image once, now, and keep it in RAM
+                 cache_images: bool | str = False, # decode once and keep in RAM; "auto": if it fits
                  max_pixels: int | None = None, # decompression-bomb limit passed to load_image_rgb
                 ):
         unknown = sorted({r.label for r in records} - set(class_to_idx))
@@ -329,7 +369,8 @@ class ImageClassificationDataset(Dataset):
         self.transform, self.max_pixels = transform, max_pixels
         self.targets = [self.class_to_idx[r.label] for r in self.records]
         self.paths = [r.path for r in self.records]
-        self._cache = [load_image_rgb(p, max_pixels) for p in self.paths] if cache_images else None
+        self._cache = ([np.asarray(load_image_rgb(p, max_pixels)) for p in self.paths]
+                       if resolve_cache_images(cache_images, self.paths) else None)
 
     @property
     def cache_images(self) -> bool:
@@ -340,7 +381,7 @@ class ImageClassificationDataset(Dataset):
 
     def load_image(self, i: int) -> Image.Image:
         "The RGB Pillow image of sample `i`, before the transform."
-        if self._cache is not None: return self._cache[i]
+        if self._cache is not None: return Image.fromarray(self._cache[i], "RGB")
         return load_image_rgb(self.paths[i], self.max_pixels)
 
     def __getitem__(self, i: int) -> dict:
