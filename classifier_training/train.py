@@ -311,6 +311,13 @@ def training_config(cfg: DictConfig | list[str] | None = None, # a config, or CL
     from classifier_training.config import compose_config
     return compose_config([*(cfg or []), *keyword_overrides(**keys)], run_dir=run_dir)
 
+def __getattr__(name: str):
+    "`compose_config` as `classifier_training.train.compose_config`, imported on first use."
+    if name == "compose_config":  # the config module is not imported by `--help`
+        from classifier_training.config import compose_config
+        return compose_config
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 # %% ../nbs/42_train.ipynb #595b8a38
 def train(cfg: DictConfig | list[str] | None = None, # a composed config, or CLI overrides
           console: Console | None = None, # where the summary goes; default: stdout
