@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import Figure, append_results  # noqa: E402
 
 from classifier_training.config import compose_config  # noqa: E402
-from classifier_training.train import train  # noqa: E402
+from classifier_training.training import train  # noqa: E402
 
 
 def write_digits(root: Path, seed: int = 0, size: int = 32) -> Path:

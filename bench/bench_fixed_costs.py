@@ -33,7 +33,7 @@ from _harness import Figure, append_results  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-SCRIPTS = {"classifier-train": "classifier_training.train", "classifier-predict": "classifier_training.predict",
+SCRIPTS = {"classifier-train": "classifier_training.training", "classifier-predict": "classifier_training.predict",
            "classifier-export": "classifier_training.export"}
 
 
@@ -157,7 +157,7 @@ def main(argv=None):
         med = statistics.median(v)
         print(f"{med:6.2f} s  {k} (runs {', '.join(f'{x:.2f}' for x in v)})")
         figures.append(Figure.at_most(k, med, "s", aims[k]))
-    for module in ("classifier_training.train", "classifier_training.predict"):
+    for module in ("classifier_training.training", "classifier_training.predict"):
         rows = import_table(module)
         print(f"slowest imports under {module}: " + ", ".join(f"{n} {s:.2f} s" for n, s in rows))
         notes.append(f"- `python -X importtime -c 'import {module}'`: cumulative seconds of the heavy packages where first imported (nested: torch._dynamo comes in through torchvision, scipy through torchmetrics): "

@@ -2,7 +2,7 @@
 
 `--help` imports only Hydra and the library's torch-free core (the pipeline imports torch, Lightning and
 timm where a run needs them) and writes Hydra's help text without Hydra listing its own groups
-(`classifier_training.train.app_help`). The second figure is what `--help` paid before that change: the
+(`classifier_training.training.app_help`). The second figure is what `--help` paid before that change: the
 import of the pipeline (torch, Lightning, timm, the data module, the model), which the old module did at
 its top, before Hydra even started (about 6 s for `--help` then, on this kind of machine). Each figure
 is the median wall time of fresh processes, timed in alternation. Aim: `--help` under 2 s.
@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _harness import Figure, append_results, time_interleaved  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-HELP = [sys.executable, "-m", "classifier_training.train", "--help"]
-PIPELINE = [sys.executable, "-c", "import classifier_training.train, classifier_training.config, "
+HELP = [sys.executable, "-m", "classifier_training.training", "--help"]
+PIPELINE = [sys.executable, "-c", "import classifier_training.training, classifier_training.config, "
             "classifier_training.run_folder, classifier_training.export"]
 
 

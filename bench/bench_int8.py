@@ -35,7 +35,7 @@ from classifier_training.config import compose_config  # noqa: E402
 from classifier_training.core import is_image_path  # noqa: E402
 from classifier_training.data.sample import write_sample_subset  # noqa: E402
 from classifier_training.export import export_onnx  # noqa: E402
-from classifier_training.train import train  # noqa: E402
+from classifier_training.training import train  # noqa: E402
 
 
 def cpu_int8_note() -> str:

@@ -28,7 +28,7 @@ from _harness import Figure, append_results  # noqa: E402
 
 from classifier_training.callbacks.sample_visualization import SampleVisualizationCallback  # noqa: E402
 from classifier_training.config import compose_config  # noqa: E402
-from classifier_training.train import build_datamodule, build_model  # noqa: E402
+from classifier_training.training import build_datamodule, build_model  # noqa: E402
 
 
 def timed(fn, repeats: int) -> tuple[float, float]:

@@ -45,7 +45,7 @@ from lightning.pytorch.loggers import CSVLogger  # noqa: E402
 import classifier_training  # noqa: E402
 from classifier_training.data.datamodule import ImageClassificationDataModule  # noqa: E402
 from classifier_training.checkpoints import AtomicCheckpointIO  # noqa: E402
-from classifier_training.train import build_datamodule, build_model  # noqa: E402
+from classifier_training.training import build_datamodule, build_model  # noqa: E402
 from classifier_training.model import (ImageClassifier, warmup_cosine_factor,  # noqa: E402
                                        weight_decay_param_groups)
 

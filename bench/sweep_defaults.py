@@ -1,7 +1,7 @@
 """Sweep training configs on the embedded sample: test top-1 and wall time of each, several seeds, in parallel.
 
 How the sample defaults (epochs, EMA decay, image size) were chosen. Each run is the real CLI
-(`python -m classifier_training.train`) in its own run folder; runs go in parallel, each pinned to its own
+(`python -m classifier_training.training`) in its own run folder; runs go in parallel, each pinned to its own
 cores with `taskset` when the machine has more cores than jobs need. Prints a markdown table (median test
 top-1 over seeds, min-max, median wall) and writes it to --out when given. Not a test: it asserts nothing.
 
@@ -33,7 +33,7 @@ def parse_config(text: str) -> tuple[str, list[str]]:
 
 def run_one(name: str, overrides: list[str], seed: int, run_dir: Path, cores: list[int] | None,
             threads: int | None) -> dict:
-    cmd = [sys.executable, "-m", "classifier_training.train", f"hydra.run.dir={run_dir}", f"seed={seed}",
+    cmd = [sys.executable, "-m", "classifier_training.training", f"hydra.run.dir={run_dir}", f"seed={seed}",
            *QUIET, *overrides]
     if cores is not None:
         cmd = ["taskset", "-c", ",".join(map(str, cores)), *cmd]

@@ -2,7 +2,7 @@ __version__ = "0.1.0"
 
 # The user's names, imported on first use (PEP 562): `import classifier_training` and the torch-free
 # predictor never import torch; `train` and `ImageClassifier` import it when they are asked for.
-_LAZY = {"train": ("classifier_training.train", "train"),
+_LAZY = {"train": ("classifier_training.training", "train"),
          "OnnxClassifier": ("classifier_training.predict", "OnnxClassifier"),
          "ImageClassifier": ("classifier_training.model", "ImageClassifier"),
          "evaluate_model": ("classifier_training.evaluate", "evaluate_model")}

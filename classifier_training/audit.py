@@ -41,7 +41,7 @@ from .core import (ClassifierTrainingError, ConfigError, DatasetError,
                                       error_summary, load_image_rgb)
 from .data.datamodule import collate_classification
 from .data.datasets import ImageClassificationDataset
-from .train import build_datamodule, build_model
+from .training import build_datamodule, build_model
 
 # %% auto #0
 __all__ = ['AUDIT_FILES', 'CLEANED_ACTIONS', 'check_audit_folds', 'out_of_fold_probabilities', 'rank_label_issues',

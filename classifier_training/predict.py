@@ -45,8 +45,8 @@ REQUIRED_METADATA = ("classifier_training_version", "class_names", "preprocessin
 
 # %% ../nbs/31_predict.ipynb #d65f1b52
 def read_model_metadata(model_path: str | os.PathLike, # an ONNX file written by the export module
-                       ) -> tuple[ort.InferenceSession, dict[str, str]]:
-    "Open `model_path` with onnxruntime (CPU) and return the session and its metadata, checked."
+                       ) -> tuple[Any, dict[str, str]]:
+    "Open `model_path` with onnxruntime (CPU): its `InferenceSession` and metadata, checked."
     session = _open_session(model_path)
     meta = dict(session.get_modelmeta().custom_metadata_map)
     _check_metadata(model_path, meta)

@@ -1,10 +1,10 @@
 """Running `classifier-train` from the tests, and what the session's one finished run is made of.
 
-- `cli`: the real command in a subprocess (`python -m classifier_training.train`, or Python code
+- `cli`: the real command in a subprocess (`python -m classifier_training.training`, or Python code
   that ends by calling `main()` as the console script does); `run_parallel`: several at once. A
   subprocess pays about 6 s of imports (lightning, torchmetrics, torchvision), so each entry point
   keeps one real subprocess test of its exit path.
-- `in_process`: `classifier_training.train.main()` in the test's own process, with `sys.argv`
+- `in_process`: `classifier_training.training.main()` in the test's own process, with `sys.argv`
   set, for the error messages and the short runs; exit status and output as from a subprocess.
 - `finished_run`: the one real training run of the fast suite (tests/conftest.py holds it as a
   session fixture): the default config, 32 px, one epoch, on a small dataset holding every damaged
@@ -72,8 +72,8 @@ class Run:
 
 
 def cli(args: list, run_dir: Path, boot: str | None = None, env: dict | None = None, timeout: int = 900) -> Run:
-    """Run `python -m classifier_training.train ARGS hydra.run.dir=RUN_DIR` (or, with `boot`, that Python code, which
-    ends by calling `classifier_training.train.main()` exactly as the `classifier-train` console script does)."""
+    """Run `python -m classifier_training.training ARGS hydra.run.dir=RUN_DIR` (or, with `boot`, that Python code, which
+    ends by calling `classifier_training.training.main()` exactly as the `classifier-train` console script does)."""
     run_dir = Path(run_dir)
     work = run_dir.parent
     work.mkdir(parents=True, exist_ok=True)
@@ -81,7 +81,7 @@ def cli(args: list, run_dir: Path, boot: str | None = None, env: dict | None = N
                 "CLASSIFIER_TRAINING_CACHE": str(work / f"cache_{run_dir.name}"), **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR", None)
     args = [*map(str, args), f"hydra.run.dir={run_dir}"]
-    cmd = [sys.executable, "-c", boot, *args] if boot else [sys.executable, "-m", "classifier_training.train", *args]
+    cmd = [sys.executable, "-c", boot, *args] if boot else [sys.executable, "-m", "classifier_training.training", *args]
     t0 = time.perf_counter()
     p = subprocess.run(cmd, cwd=work, env=full_env, capture_output=True, text=True, encoding="utf-8",
                        errors="replace", timeout=timeout)
@@ -235,7 +235,7 @@ def hook(event, args):
     except Exception:
         pass
 sys.addaudithook(hook)
-import classifier_training.train as T
+import classifier_training.training as T
 sys.argv = ["classifier-train", *sys.argv[1:]]
 T.main()
 """
@@ -245,12 +245,12 @@ TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")  # core.atomic_writer's te
 
 # ---------------------------------------------------------------- classifier-train in this process
 def in_process(args: list, run_dir: Path, monkeypatch, capsys) -> Run:
-    """`classifier-train ARGS hydra.run.dir=RUN_DIR` run by `classifier_training.train.main()` in
+    """`classifier-train ARGS hydra.run.dir=RUN_DIR` run by `classifier_training.training.main()` in
     this process, as the console script calls it: the exit status from SystemExit (0 when main
     returns), stdout and stderr from capsys, the environment `cli` gives. What the run changes in
     the process is undone afterwards: the root logger Hydra configures, the seed variables
     Lightning sets. An exception that escapes `main` fails the test, as a traceback would."""
-    import classifier_training.train as train_module
+    import classifier_training.training as train_module
     run_dir = Path(run_dir)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     args = [*map(str, args), f"hydra.run.dir={run_dir}"]

@@ -23,7 +23,7 @@ from cli_runs import BOOT_CLASS, CANTA, in_process
 
 BIN = Path(sys.executable).parent
 CLI = [str(BIN / "classifier-train")]
-MODULE = [sys.executable, "-m", "classifier_training.train"]
+MODULE = [sys.executable, "-m", "classifier_training.training"]
 QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 TINY = ["data.image_size=32", "data.batch_size=16", "trainer.max_epochs=1", *QUIET]
 CLASSES = ("Bag", "Coat", "Sneaker", "Trouser")

@@ -27,7 +27,7 @@ import pytest
 
 from classifier_training.config import compose_config, config_group_options
 from classifier_training.test_utils import tiny_dataset
-from classifier_training.train import train
+from classifier_training.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["model.backbone=test_resnet", "data.image_size=32", "data.batch_size=8",
@@ -44,7 +44,7 @@ def readme_train_lines() -> list[list[str]]:
 def run_main(args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
     """`classifier-train ARGS` by `main()` in this process, in the current directory, exactly as
     typed (no hydra.run.dir added); what it changes in the process is undone afterwards."""
-    import classifier_training.train as train_module
+    import classifier_training.training as train_module
     monkeypatch.setattr(sys, "argv", ["classifier-train", *args])
     monkeypatch.setenv("COLUMNS", "250")
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
@@ -117,7 +117,7 @@ def named_run(tmp_path_factory, tiny_data):
     env.pop("HYDRA_FULL_ERROR", None)
     args = [f"data.root={tiny_data}", "name=first", "model.backbone=test_resnet", "data.image_size=32",
             "data.batch_size=8", "trainer.max_epochs=1"]
-    p = subprocess.run([sys.executable, "-m", "classifier_training.train", *args], cwd=work, env=env,
+    p = subprocess.run([sys.executable, "-m", "classifier_training.training", *args], cwd=work, env=env,
                        capture_output=True, text=True, encoding="utf-8", timeout=900)
     return SimpleNamespace(work=work, run=work / "runs" / "first", proc=p, terminal=p.stdout + p.stderr)
 
@@ -185,7 +185,7 @@ HELP_PROBE = """
 import atexit, sys
 atexit.register(lambda: print("HEAVY", sorted(m for m in ("torch", "lightning", "timm") if m in sys.modules)))
 sys.argv = ["classifier-train", "--help"]
-import classifier_training.train as T
+import classifier_training.training as T
 T.main()
 """
 
@@ -274,7 +274,7 @@ def test_finetune_preset_trains_offline_from_a_local_weights_file(tmp_path, tiny
            "CLASSIFIER_TRAINING_CACHE": str(tmp_path / "cache")}
     args = ["experiment=finetune", f"model.pretrained={tmp_path / 'w.pth'}", f"data.root={tiny_data}",
             "trainer.max_epochs=2", *TINY[:-1], f"hydra.run.dir={tmp_path / 'run'}"]
-    p = subprocess.run([sys.executable, "-m", "classifier_training.train", *args], cwd=tmp_path,
+    p = subprocess.run([sys.executable, "-m", "classifier_training.training", *args], cwd=tmp_path,
                        env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, (p.stdout + p.stderr)[-5000:]
     assert (tmp_path / "run" / "checkpoints" / "best.ckpt").is_file()

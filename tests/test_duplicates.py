@@ -150,5 +150,5 @@ def test_cli_stops_on_leakage_under_fail_without_a_traceback(leaky, tmp_path, mo
     assert run.returncode == 1 and no_traceback(run), run.explain()
     assert "data.duplicates=fail" in run.output and "drop_from_eval" in run.output
     bad = in_process([f"data.root={root}", *tiny(data__duplicates="maybe")], tmp_path / "bad", monkeypatch, capsys)
-    assert bad.returncode == 2 and no_traceback(bad) and "data.duplicates='maybe'" in bad.output, bad.explain()
+    assert bad.returncode == 2 and no_traceback(bad) and "'data.duplicates' = 'maybe'" in bad.output, bad.explain()
     assert snapshot(root) == before

@@ -156,7 +156,7 @@ def test_top_level_names_are_lazy_and_the_predictor_stays_torch_free(tiny_export
     import classifier_training
     from classifier_training import ImageClassifier, OnnxClassifier as O, train
     from classifier_training.model import ImageClassifier as IC
-    from classifier_training.train import train as tr
+    from classifier_training.training import train as tr
     from classifier_training import evaluate_model
     from classifier_training.evaluate import evaluate_model as ev
     assert (train, O, ImageClassifier, evaluate_model) == (tr, OnnxClassifier, IC, ev)

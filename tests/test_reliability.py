@@ -40,7 +40,7 @@ from cli_runs import (BAD_CASES, BOOT_CLASS, CANTA, IGNORED_CASES, PER_CLASS, TE
 # `classifier-train` that SIGKILLs itself right after last.ckpt of epoch CT_CRASH_AFTER_EPOCH is in place
 CRASHING_TRAIN = r"""
 import os, signal, sys
-import classifier_training.train as T
+import classifier_training.training as T
 from classifier_training.checkpoints import AtomicCheckpointIO
 crash_epoch = int(os.environ["CT_CRASH_AFTER_EPOCH"])
 save = AtomicCheckpointIO.save_checkpoint

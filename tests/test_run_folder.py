@@ -28,7 +28,7 @@ from classifier_training.core import ConfigError
 from classifier_training.run_folder import LOCK_FILE, RunFolderError, RunFolderWriteError
 from classifier_training.test_utils import tiny_dataset
 from classifier_training import train as train_module
-from classifier_training.train import main, train
+from classifier_training.training import main, train
 
 TINY = ["model.backbone=test_resnet", "data.image_size=32", "data.batch_size=4", "trainer.max_epochs=1",
         "trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
@@ -45,7 +45,7 @@ def snapshot(root: Path) -> dict[str, str]:
 def cli(args, cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "CLASSIFIER_TRAINING_CACHE": str(cwd / "cache")}
     env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.Popen([sys.executable, "-m", "classifier_training.train", *map(str, args)], cwd=cwd, env=env,
+    return subprocess.Popen([sys.executable, "-m", "classifier_training.training", *map(str, args)], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

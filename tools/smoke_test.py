@@ -21,7 +21,7 @@ from pathlib import Path
 
 MODULES = ("classifier_training", "classifier_training.core", "classifier_training.predict",
            "classifier_training.data.datamodule", "classifier_training.model",
-           "classifier_training.export", "classifier_training.train",
+           "classifier_training.export", "classifier_training.training",
            "classifier_training.test_utils")
 # the default data loading (worker processes, spawned on macOS and Windows); the CPU: runners have
 # no usable GPU
