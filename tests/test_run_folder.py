@@ -27,7 +27,7 @@ from classifier_training.config import compose_config
 from classifier_training.core import ConfigError
 from classifier_training.run_folder import LOCK_FILE, RunFolderError, RunFolderWriteError
 from classifier_training.test_utils import tiny_dataset
-from classifier_training import train as train_module
+import classifier_training.training as train_module
 from classifier_training.training import main, train
 
 TINY = ["model.backbone=test_resnet", "data.image_size=32", "data.batch_size=4", "trainer.max_epochs=1",
