@@ -204,7 +204,7 @@ class ImageClassificationDataModule(pl.LightningDataModule):
                  sampler: str = "none", # 'none' (shuffle), 'auto' (inverse frequency), 'manual'
                  sampler_weights: Mapping[str, float] | None = None, # class -> weight, for 'manual'
                  class_weights: str = "none", # loss weights: 'none' or 'auto' (inverse frequency)
-                 cache_images: bool | Literal["auto"] = False, # keep decoded images in RAM
+                 cache_images: bool | Literal["auto"] = "auto", # keep decoded images in RAM
                  preprocessing: Mapping[str, Any] | None = None, # preprocessing overrides
                  backbone: str = DEFAULT_BACKBONE, # timm model whose data config sets preprocessing
                  train_transform: Mapping[str, Any] | None = None, # build_train_transform kwargs
