@@ -30,13 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import Figure, append_results  # noqa: E402
 
 from bench_train_speed import build_data, default_config, new_model  # noqa: E402
-from classifier_training.callbacks.confusion_matrix import plot_confusion_matrix  # noqa: E402
-from classifier_training.callbacks.base import save_figure  # noqa: E402
 from classifier_training.callbacks.training_history import HISTORY_PLOTS, plot_history  # noqa: E402
 from classifier_training.checkpoints import AtomicCheckpointIO  # noqa: E402
 from classifier_training.data.datamodule import collate_classification  # noqa: E402
 from classifier_training.data.datasets import ImageClassificationDataset  # noqa: E402
 from classifier_training.model import weight_decay_param_groups  # noqa: E402
+from classifier_training.reports import plot_confusion_matrix, save_figure  # noqa: E402
 
 
 def cpu(fn, n: int = 1) -> float:

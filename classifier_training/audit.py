@@ -34,13 +34,13 @@ from rich.table import Table
 from sklearn.model_selection import StratifiedKFold
 from torch.utils.data import DataLoader
 
-from .callbacks.sample_visualization import image_grid
 from .config import compose_config
 from .core import (ClassifierTrainingError, ConfigError, DatasetError,
                                       atomic_write_json, atomic_write_text, atomic_writer,
                                       error_summary, load_image_rgb)
 from .data.datamodule import collate_classification
 from .data.datasets import ImageClassificationDataset
+from .reports import image_grid
 from .training import build_datamodule, build_model
 
 # %% auto #0

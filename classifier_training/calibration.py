@@ -11,8 +11,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .callbacks.base import new_figure
 from .core import ConfigError
+from .reports import new_figure
 
 # %% auto #0
 __all__ = ['OOD_SCORE_KINDS', 'as_logits_and_labels', 'softmax', 'reliability_bins', 'expected_calibration_error',

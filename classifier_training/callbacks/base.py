@@ -15,30 +15,11 @@ from pathlib import Path
 from lightning.pytorch import Callback, LightningModule, Trainer
 from typing_extensions import override
 
-from ..core import PreprocessingConfig, atomic_save_figure
+from ..core import PreprocessingConfig
+from ..reports import new_figure, save_figure
 
 # %% auto #0
-__all__ = ['new_figure', 'save_figure', 'BackgroundWriter', 'class_names_of', 'preprocessing_of', 'ArtifactCallback']
-
-# %% ../../nbs/19_callbacks.base.ipynb #a7f4b9de
-def new_figure(width: float, # figure width, inches
-               height: float, # figure height, inches
-               dpi: int = 100, # pixels per inch
-              ):
-    "A matplotlib `Figure` on its own Agg canvas: no pyplot, no display, safe on a worker thread."
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(width, height), dpi=dpi)
-    FigureCanvasAgg(fig)
-    return fig
-
-def save_figure(fig, # a matplotlib Figure, e.g. from new_figure
-                path: str | os.PathLike, # the PNG file to create or replace
-                dpi: int = 100, # pixels per inch of the saved image
-               ) -> Path:
-    "Save `fig` atomically as PNG, fast: its own layout (no tight-bbox pass), light compression."
-    return atomic_save_figure(fig, path, format="png", dpi=dpi, bbox_inches=None,
-                              pil_kwargs={"compress_level": 1})
+__all__ = ['BackgroundWriter', 'class_names_of', 'preprocessing_of', 'ArtifactCallback']
 
 # %% ../../nbs/19_callbacks.base.ipynb #d5d1a269
 _WRITER: ThreadPoolExecutor | None = None

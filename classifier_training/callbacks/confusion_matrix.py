@@ -5,132 +5,25 @@
 # %% ../../nbs/24_callbacks.confusion_matrix.ipynb #1a07ad9b
 from __future__ import annotations
 
-import csv
 import functools
-import io
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 from torchmetrics.classification import MulticlassConfusionMatrix
 from typing_extensions import override
 
-from .base import ArtifactCallback, class_names_of, new_figure
+from .base import ArtifactCallback, class_names_of
 from ..core import (ClassifierTrainingError, ConfigError, atomic_write_json,
                                       atomic_write_text)
+from ..reports import (classification_report, plot_confusion_matrix,
+                                         report_to_csv, report_to_markdown)
 
 # %% auto #0
-__all__ = ['classification_report', 'report_to_csv', 'report_to_markdown', 'plot_confusion_matrix', 'epoch_figure_due',
-           'ConfusionMatrixCallback']
-
-# %% ../../nbs/24_callbacks.confusion_matrix.ipynb #e6360455
-def classification_report(counts: torch.Tensor | np.ndarray | Sequence, # (C, C): true x predicted
-                          class_names: Sequence[str], # the C class names in index order
-                         ) -> list[dict]:
-    "Per-class precision, recall, F1 and support, then 'macro avg' and 'weighted avg' rows."
-    cm = np.asarray(counts.cpu() if isinstance(counts, torch.Tensor) else counts, dtype=np.float64)
-    if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] != len(class_names):
-        raise ClassifierTrainingError(f"confusion matrix of shape {cm.shape} does not match "
-                                      f"{len(class_names)} class names")
-    tp, support, predicted = np.diag(cm), cm.sum(1), cm.sum(0)
-    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
-    pr = precision + recall
-    f1 = np.divide(2 * precision * recall, pr, out=np.zeros_like(tp), where=pr > 0)
-    rows = [{"class": str(n), "precision": float(p), "recall": float(r), "f1": float(f),
-             "support": int(s)}
-            for n, p, r, f, s in zip(class_names, precision, recall, f1, support)]
-    total, w = support.sum(), support / max(support.sum(), 1)
-    for name, avg in (("macro avg", lambda v: float(v.mean())),
-                      ("weighted avg", lambda v: float((v * w).sum()))):
-        rows.append({"class": name, "precision": avg(precision), "recall": avg(recall),
-                     "f1": avg(f1), "support": int(total)})
-    return rows
-
-def report_to_csv(rows: list[dict]) -> str:
-    "The report as CSV text with the header `class,precision,recall,f1,support`."
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["class", "precision", "recall", "f1", "support"],
-                            lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
-
-def report_to_markdown(rows: list[dict], # output of classification_report
-                       accuracy: float | None = None, # overall accuracy, written above the table
-                      ) -> str:
-    "The report as a Markdown table."
-    lines = [f"Accuracy: {accuracy:.4f}", ""] if accuracy is not None else []
-    lines += ["| class | precision | recall | f1 | support |", "|---|---:|---:|---:|---:|"]
-    for r in rows:
-        name = r["class"].replace("|", "\\|")
-        if r["class"] in ("macro avg", "weighted avg"): name = f"**{name}**"
-        lines.append(f"| {name} | {r['precision']:.4f} | {r['recall']:.4f} | {r['f1']:.4f} "
-                     f"| {r['support']} |")
-    return "\n".join(lines) + "\n"
-
-# %% ../../nbs/24_callbacks.confusion_matrix.ipynb #431bd863
-def plot_confusion_matrix(counts: torch.Tensor | np.ndarray | Sequence, # (C, C): true x predicted
-                          class_names: Sequence[str], # the C class names in index order
-                          title: str = "", # figure title, e.g. "val, epoch 3"
-                          max_annotated_classes: int = 30, # numbers in cells up to this many
-                          dpi: int = 100, # resolution of the saved image
-                         ):
-    "One figure: the count matrix and the row-normalised (recall) matrix side by side."
-    cm = np.asarray(counts.cpu() if isinstance(counts, torch.Tensor) else counts, dtype=np.float64)
-    names = [str(c) for c in class_names]
-    n = len(names)
-    support = cm.sum(1, keepdims=True)
-    recall = np.divide(cm, support, out=np.zeros_like(cm), where=support > 0)
-    annotate = n <= max_annotated_classes
-    fontsize = 8 if n <= 15 else 6
-    # fixed layout, class names as plain texts: tight_layout, bbox_inches="tight" and matplotlib's
-    # tick machinery each cost more than the drawing itself, and this figure is drawn every epoch
-    label = 0.15 + 0.058 * fontsize / 8 * max(len(c) for c in names)  # inches for the class names
-    side = float(np.clip(0.42 * n, 2.5, 12.0))
-    gap, cbar, bottom = 0.3, (0.0 if annotate else 0.6), label + 0.4
-    width, height = label + 0.3 + 2 * (side + cbar) + gap + 0.2, side + bottom + 0.7
-    fig = new_figure(width, height, dpi)
-    panels = ((cm, "counts", "Blues", "{:.0f}"),
-              (recall, "recall (row-normalised)", "Greens", "{:.2f}"))
-    for k, (values, name, cmap, fmt) in enumerate(panels):
-        x0 = label + 0.3 + k * (side + cbar + gap)
-        ax = fig.add_axes((x0 / width, bottom / height, side / width, side / height))
-        vmax = max(values.max(), 1e-12) if k == 0 else 1.0
-        im = ax.imshow(values, cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
-        if not annotate:
-            bar = ((x0 + side + 0.1) / width, bottom / height, 0.15 / width, side / height)
-            fig.colorbar(im, cax=fig.add_axes(bar))
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_title(name, fontsize=10)
-        for i, c in enumerate(names):
-            ax.annotate(c, (i, n - 0.5), xytext=(0, -3), textcoords="offset points", rotation=90,
-                        ha="center", va="top", fontsize=fontsize)
-            if k == 0:
-                ax.annotate(c, (-0.5, i), xytext=(-3, 0), textcoords="offset points", ha="right",
-                            va="center", fontsize=fontsize)
-        ax.annotate("predicted class", (0.5, 0), xycoords="axes fraction",
-                    xytext=(0, -72 * (label + 0.05)), textcoords="offset points", ha="center",
-                    va="top", fontsize=9)
-        if k == 0:
-            ax.annotate("true class", (0, 0.5), xycoords="axes fraction",
-                        xytext=(-72 * (label + 0.05), 0), textcoords="offset points", ha="right",
-                        va="center", rotation=90, fontsize=9)
-        if annotate:
-            for i, j in zip(*np.nonzero(cm)):  # empty cells stay blank: easier to read, and cheaper
-                color = "white" if values[i, j] > 0.6 * vmax else "black"
-                ax.text(j, i, fmt.format(values[i, j]), ha="center", va="center",
-                        fontsize=fontsize - 1, color=color)
-    total = int(cm.sum())
-    acc = float(np.trace(cm) / total) if total else 0.0
-    fig.suptitle(f"{title}  (n={total}, accuracy {acc:.3f})".strip(), fontsize=11,
-                 y=1 - 0.25 / height)
-    return fig
+__all__ = ['epoch_figure_due', 'ConfusionMatrixCallback']
 
 # %% ../../nbs/24_callbacks.confusion_matrix.ipynb #062e5033
 def epoch_figure_due(trainer: Trainer, # the running trainer, at the end of an epoch

@@ -5,8 +5,6 @@
 # %% ../../nbs/26_callbacks.sample_visualization.ipynb #b8628df0
 from __future__ import annotations
 
-import functools
-import importlib.util
 import math
 import os
 import time
@@ -16,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
@@ -24,81 +22,11 @@ from typing_extensions import override
 
 from .base import ArtifactCallback, class_names_of, preprocessing_of
 from ..cam import cam_overlays, images_for_display
-from ..core import (ClassifierTrainingError, PreprocessingConfig, atomic_writer,
-                                      error_summary)
+from ..core import ClassifierTrainingError, PreprocessingConfig, error_summary
+from ..reports import image_grid, message_image, save_image
 
 # %% auto #0
-__all__ = ['image_grid', 'SampleVisualizationCallback']
-
-# %% ../../nbs/26_callbacks.sample_visualization.ipynb #5160a33f
-@functools.lru_cache(maxsize=8)
-def _font(size: int) -> ImageFont.ImageFont:
-    "DejaVu Sans (shipped with matplotlib) at `size` px; Pillow's default font when it is missing."
-    spec = importlib.util.find_spec("matplotlib")
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(folder) / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
-        if path.is_file(): return ImageFont.truetype(str(path), size)
-    return ImageFont.load_default(size)
-
-def _fit(text: str, font, width: float) -> str:
-    "`text`, shortened in the middle with an ellipsis until it is at most `width` pixels wide."
-    if font.getlength(text) <= width: return text
-    head, tail = text[: len(text) // 2], text[len(text) // 2:]
-    while (head or tail) and font.getlength(head + "…" + tail) > width:
-        if len(head) >= len(tail): head = head[:-1]
-        else: tail = tail[1:]
-    return head + "…" + tail
-
-def _to_pil(image: torch.Tensor) -> Image.Image:
-    "A (3, H, W) or (1, H, W) float image in 0..1 as an RGB Pillow image."
-    x = image.detach().float().cpu().clamp(0, 1)
-    if x.shape[0] == 1: x = x.expand(3, -1, -1)
-    return Image.fromarray((x.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8), "RGB")
-
-def image_grid(images: torch.Tensor | Sequence[torch.Tensor], # in 0..1, each (3, H, W) or (1, H, W)
-               titles: Sequence[str], # one caption per image (may hold line breaks)
-               colors: Sequence[str] | None = None, # caption colour per image (default black)
-               title: str = "", # title above the grid
-               ncols: int | None = None, # images per row; default: about square
-               cell: int = 128, # side of each image tile, in pixels
-              ) -> Image.Image:
-    "A grid of images with a coloured caption above each, as one RGB Pillow image."
-    n = len(images)
-    ncols = ncols or max(1, math.ceil(math.sqrt(n)))
-    nrows = max(1, math.ceil(n / ncols))
-    font, title_font = _font(11), _font(14)
-    lines = max((str(t).count("\n") + 1 for t in titles), default=1)
-    pad, cap, head = 8, 14 * lines + 6, (28 if title else 8)
-    width = ncols * (cell + pad) + pad
-    canvas = Image.new("RGB", (width, head + nrows * (cap + cell + pad)), "white")
-    draw = ImageDraw.Draw(canvas)
-    if title:
-        draw.text((width / 2, 7), _fit(title, title_font, width - 2 * pad), fill="black",
-                  font=title_font, anchor="ma")
-    for i, image in enumerate(images):
-        tile = _to_pil(image)
-        scale = cell / max(tile.size)
-        tile = tile.resize((max(1, round(tile.width * scale)), max(1, round(tile.height * scale))),
-                           Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.BILINEAR)
-        r, c = divmod(i, ncols)
-        x, y = pad + c * (cell + pad), head + r * (cap + cell + pad)
-        canvas.paste(tile, (x + (cell - tile.width) // 2, y + cap + (cell - tile.height) // 2))
-        caption = "\n".join(_fit(line, font, cell + pad - 2) for line in str(titles[i]).split("\n"))
-        draw.multiline_text((x + cell / 2, y + cap - 3), caption, font=font, anchor="md",
-                            fill=colors[i] if colors else "black", align="center", spacing=2)
-    return canvas
-
-def _message_image(text: str) -> Image.Image:
-    "A small image that says `text` (e.g. that an epoch had no mistakes)."
-    font = _font(13)
-    canvas = Image.new("RGB", (int(font.getlength(text)) + 40, 48), "white")
-    ImageDraw.Draw(canvas).text((20, 24), text, fill="black", font=font, anchor="lm")
-    return canvas
-
-def _save_image(image: Image.Image, path: Path) -> Path:
-    "Save a Pillow image as PNG atomically (light compression: fast)."
-    with atomic_writer(path, "wb") as f: image.save(f, format="PNG", compress_level=1)
-    return Path(path)
+__all__ = ['SampleVisualizationCallback']
 
 # %% ../../nbs/26_callbacks.sample_visualization.ipynb #eb1c1fb0
 def _item_image(dataset, index: int) -> torch.Tensor:
@@ -265,7 +193,7 @@ class SampleVisualizationCallback(ArtifactCallback):
 
     def _top_losses_grid(self, entries: list[dict], dataset, names, pre, title,
                          images=None) -> Image.Image:
-        if not entries: return _message_image(f"{title}: no misclassified images")
+        if not entries: return message_image(f"{title}: no misclassified images")
         if images is None:  # read again from disk, through the split's own (evaluation) transform
             images = [images_for_display(_item_image(dataset, e["index"]), pre) for e in entries]
         captions = self._top_loss_captions(entries, getattr(dataset, "paths", None), names)
@@ -276,20 +204,20 @@ class SampleVisualizationCallback(ArtifactCallback):
         "The plotting job: both grids (and their Grad-CAM versions), saved atomically."
         if self.num_samples:
             grid = self._samples_grid(samples, names, pre, f"{title}: sample predictions")
-            if grid is not None: _save_image(grid, folder / "sample_predictions.png")
+            if grid is not None: save_image(grid, folder / "sample_predictions.png")
             if cams and "samples" in cams:
                 grid = self._samples_grid(samples, names, pre, f"{title}: sample predictions, "
                                           "Grad-CAM of the prediction", cams["samples"])
-                _save_image(grid, folder / "sample_predictions_cam.png")
+                save_image(grid, folder / "sample_predictions_cam.png")
         if self.num_top_losses and (dataset is not None or not entries):
             grid = self._top_losses_grid(entries, dataset, names, pre,
                                          f"{title}: most confident mistakes")
-            _save_image(grid, folder / "top_losses.png")
+            save_image(grid, folder / "top_losses.png")
             if cams and "top" in cams:
                 grid = self._top_losses_grid(entries, dataset, names, pre, f"{title}: most "
                                              "confident mistakes, Grad-CAM of the prediction",
                                              cams["top"])
-                _save_image(grid, folder / "top_losses_cam.png")
+                save_image(grid, folder / "top_losses_cam.png")
 
     def _cam_images(self, pl_module: LightningModule, samples: dict, entries: list[dict], dataset,
                     pre) -> dict | None:

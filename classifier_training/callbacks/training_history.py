@@ -15,9 +15,10 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 from typing_extensions import override
 
-from .base import ArtifactCallback, new_figure, save_figure
+from .base import ArtifactCallback
 from .confusion_matrix import epoch_figure_due
 from ..core import ConfigError, atomic_write_text
+from ..reports import new_figure, save_figure
 
 # %% auto #0
 __all__ = ['HISTORY_METRICS', 'HISTORY_PLOTS', 'history_to_csv', 'plot_history', 'TrainingHistoryCallback']
