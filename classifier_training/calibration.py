@@ -9,9 +9,7 @@ import math
 from typing import Sequence
 
 import numpy as np
-import torch
 
-from .callbacks.base import new_figure
 from .core import ConfigError
 
 # %% auto #0
@@ -21,7 +19,7 @@ __all__ = ['OOD_SCORE_KINDS', 'as_logits_and_labels', 'softmax', 'reliability_bi
 
 # %% ../nbs/28_calibration.ipynb #feced37b
 def _array(x) -> np.ndarray:
-    if isinstance(x, torch.Tensor): x = x.detach().float().cpu().numpy()
+    if hasattr(x, "detach"): x = x.detach().float().cpu().numpy()  # a tensor; no torch import
     return np.asarray(x)
 
 def as_logits_and_labels(logits, # (N, C) logits or probabilities: numpy array or torch tensor
@@ -121,6 +119,7 @@ def plot_reliability_diagram(logits, # (N, C) logits
                              title: str = "Reliability diagram", # figure title
                             ):
     "A matplotlib Figure: accuracy vs confidence per bin, before and after temperature scaling."
+    from classifier_training.callbacks.base import new_figure  # lightning: only to plot
     fig = new_figure(9, 4.2)
     for i, (t, name) in enumerate(((1.0, "before"), (float(temperature), "after"))):
         ax = fig.add_subplot(1, 2, i + 1)
@@ -208,6 +207,7 @@ def plot_risk_coverage(probs, # (N, C) probabilities
     "A matplotlib Figure: accuracy of the accepted predictions vs coverage."
     conf, correct = _ranked(probs, labels)
     n = len(conf)
+    from classifier_training.callbacks.base import new_figure  # lightning: only to plot
     fig = new_figure(5.5, 4)
     ax = fig.add_subplot(1, 1, 1)
     ax.plot(np.arange(1, n + 1) / n, np.cumsum(correct) / np.arange(1, n + 1), lw=1.5,
