@@ -532,7 +532,7 @@ def find_run_checkpoint(model: str | os.PathLike, # a model.onnx, usually in a r
 
 def time_scorer(scorer: Scorer, # from load_scorer
                 inputs: np.ndarray, # (N, ...) preprocessed images, N >= 1
-                repeats: int = 30, # timed batch-1 calls; the batch-32 calls are a third of it
+                repeats: int = 30, # timed calls at batch 1, and as many at batch 32
                 batch_size: int = BENCHMARK_BATCH_SIZE, # batch of the throughput measurement
                ) -> dict[str, float]:
     "Model-call time only (preprocessing excluded): p50/p95 ms at batch 1, images/s at batch 32."
@@ -544,7 +544,7 @@ def time_scorer(scorer: Scorer, # from load_scorer
     batch = np.stack([inputs[i % len(inputs)] for i in range(batch_size)])
     scorer.run(batch)
     many = []
-    for _ in range(max(3, repeats // 3)):
+    for _ in range(max(3, repeats)):
         t0 = time.perf_counter(); scorer.run(batch); many.append(time.perf_counter() - t0)
     ms = np.asarray(one) * 1000
     return {"latency_p50_ms": float(np.percentile(ms, 50)),
@@ -555,7 +555,8 @@ def benchmark_markdown(rows: list[dict], # benchmark_deployment's rows
                       ) -> str:
     "The deployment table as Markdown: accuracy, latency, throughput and size per runtime."
     lines = ["| runtime | accuracy | p50 ms (batch 1) | p95 ms (batch 1) | "
-             f"images/s (batch {BENCHMARK_BATCH_SIZE}) | size MB |", "|---|---:|---:|---:|---:|---:|"]
+             f"images/s (batch {BENCHMARK_BATCH_SIZE}) | size MB |",
+             "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['runtime']} | {r['accuracy']:.4f} | {r['latency_p50_ms']:.2f} | "
                      f"{r['latency_p95_ms']:.2f} | {r['throughput_ips']:.0f} | "
@@ -614,6 +615,8 @@ def benchmark_deployment(model: str | os.PathLike, # a model.onnx (or a .ckpt: t
                      "accuracy": r.metrics["eval/acc_top1"],
                      "num_images": r.metrics["eval/num_images"],
                      **time_scorer(scorer, inputs, repeats)})
+    if checkpoint:
+        notes.append("the PyTorch size is the checkpoint file: weights, EMA copy, optimizer state")
     if not checkpoint and onnx_path is not None:
         notes.append("no PyTorch row: no checkpoint given (--checkpoint) or found as "
                      "checkpoints/best.ckpt beside the model")
