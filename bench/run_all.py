@@ -38,6 +38,7 @@ SCRIPTS = [
     ("bench_help_time.py", ["--repeats", "5"], []),
     ("bench_calibration.py", [], []),  # two real training runs (sample, digits): about 15 min on 2 cores
     ("bench_int8.py", [], []),  # the default run again + resnet18 at 224 px: about 15 min on 2 cores
+    ("bench_deploy_table.py", [], []),  # a 2-epoch default run + 3 classifier-evaluate --benchmark runs
 ]
 
 
