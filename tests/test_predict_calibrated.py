@@ -98,3 +98,13 @@ def test_the_int8_predictor_imports_no_torch(calibrated_run):
     r = subprocess.run([sys.executable, "-c", code, str(run / "export" / "model.int8.onnx"),
                         *images[:3]], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_a_model_without_calibration_predicts_with_a_note(tiny_export, calibrated_run, capsys):
+    image = str(next((tiny_export.data_root / "val").rglob("*.png")))
+    assert predict_main([str(tiny_export.model_path), image]) == 0
+    err = capsys.readouterr().err
+    assert "no calibration temperature" in err and "no reject_threshold" in err
+    assert predict_main([str(calibrated_run[0] / "export" / "model.int8.onnx"), image]) == 0
+    err = capsys.readouterr().err
+    assert "no calibration temperature" not in err and "no reject_threshold" not in err
