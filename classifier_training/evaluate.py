@@ -163,7 +163,10 @@ def checkpoint_scorer(path: str | os.PathLike, # a .ckpt written by classifier-t
     pre = PreprocessingConfig.from_dict(model.preprocessing.to_dict()
                                         if hasattr(model.preprocessing, "to_dict")
                                         else dict(model.preprocessing))
-    calibration = calibration if calibration is not None else find_run_calibration(path) or {}
+    if calibration is None:
+        calibration = find_run_calibration(path) or {}
+        if calibration.get("weights") in ("ema", "raw") and calibration["weights"] != used:
+            calibration = {}  # fitted on the other weights: it does not describe these
     meta = {k: str(calibration[k]) for k in ("temperature", "reject_threshold")
             if calibration.get(k) is not None}
     t, threshold = model_calibration(meta, calibration.get("file", path))

@@ -108,3 +108,15 @@ def test_a_model_without_calibration_predicts_with_a_note(tiny_export, calibrate
     assert predict_main([str(calibrated_run[0] / "export" / "model.int8.onnx"), image]) == 0
     err = capsys.readouterr().err
     assert "no calibration temperature" not in err and "no reject_threshold" not in err
+
+
+def test_the_runs_calibration_applies_only_to_the_weights_it_was_fitted_on(calibrated_run, tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    ckpt = tmp_path / "checkpoints" / "best.ckpt"
+    shutil.copy(calibrated_run[1], ckpt)
+    (tmp_path / "calibration.json").write_text(json.dumps({"temperature": 2.0, "weights": "ema"}))
+    assert checkpoint_scorer(ckpt, "ema").temperature == 2.0
+    assert checkpoint_scorer(ckpt, "raw").temperature is None
+    (tmp_path / "calibration.json").write_text(json.dumps({"temperature": 0, "weights": "ema"}))
+    with pytest.raises(Exception, match="temperature"):
+        checkpoint_scorer(ckpt)
