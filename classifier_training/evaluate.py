@@ -690,6 +690,8 @@ def main(argv: Sequence[str] | None = None, # arguments; default sys.argv[1:]
     if args.top_losses < 0: ap.error("--top-losses must be 0 or more")
     if args.repeats < 1: ap.error("--repeats must be at least 1")
     if args.threads is not None and args.threads < 1: ap.error("--threads must be at least 1")
+    if not args.benchmark and (args.int8 or args.checkpoint or args.threads):
+        ap.error("--int8, --checkpoint and --threads belong to --benchmark; add --benchmark")
     out = Path(args.out) if args.out else default_out_dir(args.model)
     try:
         result = evaluate_model(args.model, args.data, out, split=args.split,

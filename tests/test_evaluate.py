@@ -227,3 +227,10 @@ def test_benchmark_with_the_checkpoint_and_int8_on_the_fly(tiny_export, tmp_path
     assert (tmp_path / "ev" / "model.int8.onnx").is_file()
     assert rows["ONNX INT8"]["size_bytes"] < rows["ONNX FP32"]["size_bytes"] / 2
     assert any("quantized on the fly" in n for n in table["notes"])
+
+
+def test_benchmark_options_need_benchmark(tiny_export, capsys):
+    for extra in (["--int8"], ["--checkpoint", str(tiny_export.checkpoint)], ["--threads", "1"]):
+        with pytest.raises(SystemExit):
+            main([str(tiny_export.model_path), str(tiny_export.data_root), *extra])
+        assert "add --benchmark" in capsys.readouterr().err
