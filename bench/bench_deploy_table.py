@@ -31,7 +31,8 @@ from bench_calibration import write_digits  # noqa: E402
 
 from classifier_training.config import compose_config  # noqa: E402
 from classifier_training.data.sample import write_sample_subset  # noqa: E402
-from classifier_training.train import train  # noqa: E402
+try: from classifier_training.training import train  # noqa: E402  (main renamed the pipeline module)
+except ImportError: from classifier_training.train import train  # noqa: E402
 
 FIGURES = (("latency_p50_ms", "p50 latency, batch 1", "ms"), ("latency_p95_ms", "p95 latency, batch 1", "ms"),
            ("throughput_ips", "throughput, batch 32", "images/s"))
