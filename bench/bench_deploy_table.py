@@ -1,16 +1,17 @@
 """The deployment table of `classifier-evaluate MODEL DATA --benchmark`, measured three times: do repeat runs agree?
 
-A real run of the default config (resnet10t, 32 px) on the embedded Fashion-MNIST sample, with the pipeline's own
-callbacks: calibration.json, model.onnx (temperature and reject threshold in its metadata) and model.int8.onnx
-(`callbacks.onnx_export.int8=true`) in the run folder, checkpoints/best.ckpt beside them. Then the same command,
-`classifier-evaluate RUN/model.onnx SAMPLE/test --benchmark --ood DIGITS`, three times in fresh interpreters: PyTorch
-eager (the run's best.ckpt, found beside the model), ONNX FP32 and ONNX INT8 on the 1000 test images. Reported per
-runtime: accuracy, p50/p95 latency at batch 1 and throughput at batch 32 (median of the three runs) and their spread
-((max - min) / median), the file sizes, and the OOD separation of scikit-learn's digits (a far-OOD folder) and of
-the coverage at the run's reject threshold. Measured on whatever machine runs it, shared or not: the spread says how
-much one table can be trusted there.
+A real run of the default config (backbone and image size named in the notes) on the embedded Fashion-MNIST
+sample, with the pipeline's own callbacks: calibration.json, model.onnx (temperature and reject threshold in
+its metadata) and model.int8.onnx (`callbacks.onnx_export.int8=true`) in the run folder, checkpoints/best.ckpt
+beside them. Then the same command, `classifier-evaluate RUN/model.onnx SAMPLE/test --benchmark --ood DIGITS`,
+three times in fresh interpreters: PyTorch eager (the run's best.ckpt, found beside the model), ONNX FP32 and
+ONNX INT8 on the 1000 test images. Reported per runtime: accuracy, p50/p95 latency at batch 1 and throughput
+at batch 32 (median of the three runs) and their spread ((max - min) / median), the file sizes; the coverage
+and the accuracy of the accepted at the run's reject threshold; the OOD separation of scikit-learn's digits
+(a far-OOD folder). Measured on whatever machine runs it, shared or not: the spread says how much one table
+can be trusted there.
 
-    .venv/bin/python bench/bench_deploy_table.py                       # trains (a few minutes), appends to RESULTS.md
+    .venv/bin/python bench/bench_deploy_table.py           # trains (20 min on a busy 2-core box), appends
     .venv/bin/python bench/bench_deploy_table.py --run RUN_FOLDER --no-write
 """
 from __future__ import annotations
@@ -90,15 +91,21 @@ def main() -> int:
         figs += [Figure(f"reject threshold {m['eval/reject_threshold']:.3f}: coverage", 100 * m["eval/coverage"], "%"),
                  Figure("accuracy of the accepted", 100 * m["eval/acc_accepted"], "%")]
     for kind in ("msp", "energy"):
-        figs += [Figure(f"OOD (digits, {m['eval/ood_num_images']} images): {kind} AUROC", m[f"eval/ood_{kind}_auroc"], ""),
+        figs += [Figure(f"OOD (digits, {m['eval/ood_num_images']} images): {kind} AUROC",
+                        m[f"eval/ood_{kind}_auroc"], ""),
                  Figure(f"OOD (digits): {kind} FPR at 95 % TPR", 100 * m[f"eval/ood_{kind}_fpr95"], "%")]
     for f in figs: print(f.row())
-    notes = (f"The same command run {args.runs} times in fresh interpreters: `classifier-evaluate RUN/model.onnx "
-             f"SAMPLE/test --benchmark --ood DIGITS --repeats {args.repeats} --threads {args.threads}`; the run: default config, "
-             f"{args.epochs if not args.run else '?'} epochs, `callbacks.onnx_export.int8=true`. Latency is the model "
-             f"call only (preprocessing excluded), {args.threads} thread(s) per runtime, on a machine shared with "
-             "other jobs while measured: the spread is that of this machine, not of the method. The PyTorch size is "
-             "the whole checkpoint (EMA copy and optimizer state included).")
+    config = (run / "config.yaml").read_text()
+    setting = ", ".join(l.strip() for l in config.splitlines()
+                        if l.strip().startswith(("backbone:", "image_size:")))
+    epochs = args.epochs if not args.run else "?"
+    notes = (f"Model: {setting}. The same command run {args.runs} times in fresh interpreters: "
+             f"`classifier-evaluate RUN/model.onnx SAMPLE/test --benchmark --ood DIGITS --repeats {args.repeats} "
+             f"--threads {args.threads}`; the run: default config, {epochs} epochs, "
+             "`callbacks.onnx_export.int8=true`. Latency is the model call only (preprocessing excluded), "
+             f"{args.threads} thread(s) per runtime, on a machine shared with other jobs while measured: the "
+             "spread is that of this machine, not of the method. The PyTorch size is the whole checkpoint (EMA "
+             "copy and optimizer state included).")
     if not args.no_write: append_results("Deployment table: classifier-evaluate --benchmark, repeated", figs, notes)
     return 0
 
