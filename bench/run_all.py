@@ -41,6 +41,7 @@ SCRIPTS = [
     ("bench_train_speed.py", [], ["--rounds", "5", "--steps", "48", "--val-batches", "8"]),
     ("bench_step_costs.py", [], ["--rounds", "5"]),
     ("bench_fixed_costs.py", ["--set", "trainer.max_epochs=2"], []),
+    ("bench_deploy_table.py", [], []),  # a 2-epoch default run + 3 classifier-evaluate --benchmark runs
 ]
 
 

@@ -9,7 +9,6 @@ import math
 from typing import Sequence
 
 import numpy as np
-import torch
 
 from .core import ConfigError
 from .reports import new_figure
@@ -21,7 +20,7 @@ __all__ = ['OOD_SCORE_KINDS', 'as_logits_and_labels', 'softmax', 'reliability_bi
 
 # %% ../nbs/28_calibration.ipynb #feced37b
 def _array(x) -> np.ndarray:
-    if isinstance(x, torch.Tensor): x = x.detach().float().cpu().numpy()
+    if hasattr(x, "detach"): x = x.detach().float().cpu().numpy()  # a tensor; no torch import
     return np.asarray(x)
 
 def as_logits_and_labels(logits, # (N, C) logits or probabilities: numpy array or torch tensor

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -20,21 +21,26 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from . import __version__
-from .core import (ClassifierTrainingError, DatasetError, ImageReadError,
+from .calibration import OOD_SCORE_KINDS, ood_auroc_fpr95, ood_scores
+from .core import (ClassifierTrainingError, ConfigError, DatasetError,
+                                      ImageReadError,
                                       PreprocessingConfig, atomic_save_figure, atomic_write_json,
                                       atomic_write_text, atomic_writer, error_summary,
                                       load_image_rgb, natural_sort_key)
 from .data.records import (SampleRecord, find_jsonl_files, has_jsonl,
                                               read_csv_annotations, read_jsonl_annotations,
                                               scan_class_folders)
-from .predict import (OnnxClassifier, expand_inputs, preprocess_image,
-                                         resize_and_crop)
+from .predict import (OnnxClassifier, collect_image_paths, expand_inputs,
+                                         model_calibration, preprocess_image, resize_and_crop,
+                                         resolve_reject)
 
 # %% auto #0
-__all__ = ['EVAL_SPLITS', 'scan_labelled_images', 'check_class_names', 'Scorer', 'onnx_scorer', 'checkpoint_scorer',
-           'load_scorer', 'confusion_counts', 'classification_rows', 'rows_to_csv', 'rows_to_markdown',
-           'classification_metrics', 'plot_confusion_counts', 'top_loss_grid', 'EvaluationResult', 'score_images',
-           'evaluate_model', 'write_evaluation', 'default_out_dir', 'main']
+__all__ = ['EVAL_SPLITS', 'CALIBRATION_FILE', 'BENCHMARK_BATCH_SIZE', 'scan_labelled_images', 'check_class_names', 'Scorer',
+           'onnx_scorer', 'find_run_calibration', 'checkpoint_scorer', 'load_scorer', 'confusion_counts',
+           'classification_rows', 'rows_to_csv', 'rows_to_markdown', 'classification_metrics', 'plot_confusion_counts',
+           'top_loss_grid', 'EvaluationResult', 'score_images', 'reject_metrics', 'score_ood_folder', 'ood_metrics',
+           'evaluate_model', 'write_evaluation', 'find_run_checkpoint', 'time_scorer', 'benchmark_markdown',
+           'benchmark_deployment', 'default_out_dir', 'main']
 
 # %% ../nbs/33_evaluate.ipynb #17fc533b
 EVAL_SPLITS = ("test", "val")  # the split a dataset root is evaluated on: the first it has
@@ -106,35 +112,71 @@ class Scorer:
     preprocessing: PreprocessingConfig
     preprocess: Callable[[Image.Image], np.ndarray]  # one RGB image -> one model input
     run: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # batch -> (logits, probabilities)
+    temperature: float | None = None  # the calibration temperature applied; None: uncalibrated
+    reject_threshold: float | None = None  # the model's own reject threshold, if any
+    path: Path | None = None  # the model file itself
+    output_kind: str = "logits"  # 'logits', or 'probabilities' for a uint8 graph
 
 def onnx_scorer(path: str | os.PathLike, # a model.onnx written by classifier-export
                 providers: str | Sequence[str] | None = None, # onnxruntime providers; None: CPU
+                intra_op_num_threads: int | None = None, # onnxruntime threads; None: its choice
                ) -> Scorer:
     "Score with onnxruntime (no torch): calibrated probabilities, as `classifier-predict` gives."
-    clf = OnnxClassifier(path, providers=providers)
+    clf = OnnxClassifier(path, providers=providers, intra_op_num_threads=intra_op_num_threads)
     def run(batch):
         raw = clf.predict_logits(batch)
         probs = clf.probabilities(raw)
         if clf.output_kind == "logits": return raw.astype(np.float64) / clf.temperature, probs
         return np.log(np.clip(probs, 1e-12, None)), probs  # a probabilities graph: log-probs
-    return Scorer(str(path), "onnx", clf.class_names, clf.preprocessing, clf.preprocess, run)
+    calibrated = "temperature" in clf.metadata
+    return Scorer(str(path), "onnx", clf.class_names, clf.preprocessing, clf.preprocess, run,
+                  clf.temperature if calibrated else None, clf.reject_threshold, Path(path),
+                  clf.output_kind)
+
+CALIBRATION_FILE = "calibration.json"  # what the calibration callback writes into the run folder
+
+def find_run_calibration(checkpoint: str | os.PathLike, # a .ckpt, e.g. runs/x/checkpoints/best.ckpt
+                        ) -> dict | None:
+    "The run's calibration.json beside the checkpoint or in the folder above it, or None."
+    ckpt = Path(checkpoint).absolute()
+    for folder in (ckpt.parent, ckpt.parent.parent):
+        if (f := folder / CALIBRATION_FILE).is_file():
+            try: found = json.loads(f.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:
+                raise ClassifierTrainingError(f"{f}: cannot read it ({error_summary(e)}); fix or "
+                                              "remove it") from None
+            if not isinstance(found, dict):
+                raise ClassifierTrainingError(f"{f}: not a JSON object; fix or remove it")
+            return {**found, "file": str(f)}
+    return None
 
 def checkpoint_scorer(path: str | os.PathLike, # a .ckpt written by classifier-train
                       weights: str = "ema", # 'ema' (the state_dict) or 'raw'
+                      calibration: dict | None = None, # temperature, reject_threshold; None: the
+                                                       # run's calibration.json, if found
                      ) -> Scorer:
-    "Score a checkpoint with PyTorch, loaded by the safe loader of the checkpoints chapter."
+    "Score a checkpoint with PyTorch, loaded by the safe loader, calibrated as its export would be."
     import torch  # only this route needs torch
     from classifier_training.checkpoints import load_checkpoint_model
     model, used = load_checkpoint_model(path, weights=weights)
+    model.eval()
     pre = PreprocessingConfig.from_dict(model.preprocessing.to_dict()
                                         if hasattr(model.preprocessing, "to_dict")
                                         else dict(model.preprocessing))
+    if calibration is None:
+        calibration = find_run_calibration(path) or {}
+        if calibration.get("weights") in ("ema", "raw") and calibration["weights"] != used:
+            calibration = {}  # fitted on the other weights: it does not describe these
+    meta = {k: str(calibration[k]) for k in ("temperature", "reject_threshold")
+            if calibration.get(k) is not None}
+    t, threshold = model_calibration(meta, calibration.get("file", path))
     def run(batch):
-        with torch.no_grad(): logits = model(torch.from_numpy(batch)).double().numpy()
+        with torch.no_grad(): logits = model(torch.from_numpy(batch)).double().numpy() / t
         z = np.exp(logits - logits.max(1, keepdims=True))
         return logits, z / z.sum(1, keepdims=True)
     return Scorer(f"{path} ({used} weights)", "checkpoint", [str(n) for n in model.class_names],
-                  pre, lambda image: preprocess_image(image, pre), run)
+                  pre, lambda image: preprocess_image(image, pre), run,
+                  t if "temperature" in meta else None, threshold, Path(path))
 
 def load_scorer(model: str | os.PathLike | Scorer, # a .onnx file, a .ckpt file or a Scorer
                 weights: str = "ema", # checkpoints: 'ema' or 'raw'
@@ -295,6 +337,9 @@ class EvaluationResult:
     report: list[dict]  # per-class precision, recall, F1, support, then the averages
     skipped: list[dict]  # unreadable images: path, reason, detail
     files: dict[str, Path] = dataclasses.field(default_factory=dict)  # name -> written file
+    reject_threshold: float | None = None  # the threshold applied; None: every image accepted
+    temperature: float | None = None  # the model's calibration temperature; None: uncalibrated
+    ood: dict | None = None  # the OOD folder, its images and skipped files, when one was given
 
     @property
     def predictions(self) -> np.ndarray: return self.probabilities.argmax(1)
@@ -303,14 +348,31 @@ class EvaluationResult:
         "Per-image cross-entropy of the calibrated probabilities."
         p = self.probabilities[np.arange(len(self.targets)), self.targets]
         return -np.log(np.clip(p, 1e-12, None))
+    @property
+    def accepted(self) -> np.ndarray:
+        "Per image: True when its top probability reaches the reject threshold (all without one)."
+        if self.reject_threshold is None: return np.ones(len(self.targets), dtype=bool)
+        return self.probabilities.max(1) >= self.reject_threshold
 
     def summary(self) -> str:
-        "One line per metric, for the console."
+        "A few lines for the console: metrics, the reject decision, the OOD separation."
         m = self.metrics
-        return (f"{self.model} on {self.data}: {m['eval/num_images']} images, top-1 "
-                f"{m['eval/acc_top1']:.4f}, top-5 {m['eval/acc_top5']:.4f}, macro F1 "
-                f"{m['eval/f1_macro']:.4f}, loss {m['eval/loss']:.4f}"
-                + (f"; {len(self.skipped)} unreadable image(s) skipped" if self.skipped else ""))
+        lines = [f"{self.model} on {self.data}: {m['eval/num_images']} images, top-1 "
+                 f"{m['eval/acc_top1']:.4f}, top-5 {m['eval/acc_top5']:.4f}, macro F1 "
+                 f"{m['eval/f1_macro']:.4f}, loss {m['eval/loss']:.4f}"
+                 + (f"; {len(self.skipped)} unreadable image(s) skipped" if self.skipped else "")]
+        if self.reject_threshold is not None:
+            acc = m.get("eval/acc_accepted")
+            lines.append(f"reject below {self.reject_threshold:g}: coverage "
+                         f"{m['eval/coverage']:.4f} ({m['eval/num_accepted']} accepted), accuracy "
+                         "of accepted " + (f"{acc:.4f}" if acc is not None else "n/a (none)"))
+        if self.ood is not None:
+            parts = [f"{k} AUROC {m[f'eval/ood_{k}_auroc']:.4f}, FPR@95%TPR "
+                     f"{m[f'eval/ood_{k}_fpr95']:.4f}" for k in OOD_SCORE_KINDS
+                     if f"eval/ood_{k}_auroc" in m]
+            lines.append(f"OOD {self.ood['data']} ({m['eval/ood_num_images']} images): "
+                         + "; ".join(parts))
+        return "\n".join(lines)
 
 def score_images(scorer: Scorer, # from load_scorer
                  paths: Sequence[str | os.PathLike], # image files
@@ -334,6 +396,49 @@ def score_images(scorer: Scorer, # from load_scorer
     stack = lambda a: np.concatenate(a) if a else np.zeros((0, c))
     return kept, stack(logits), stack(probs), skipped
 
+def reject_metrics(probabilities: np.ndarray, # (N, C) calibrated probabilities
+                   targets: np.ndarray, # (N,) true class indices
+                   threshold: float, # accept when the top probability is at least this
+                   prefix: str = "eval/", # metric key prefix
+                  ) -> dict[str, float]:
+    "Coverage and accuracy of the accepted images, as the predictor decides (top >= threshold)."
+    accepted = probabilities.max(1) >= threshold
+    m = {f"{prefix}reject_threshold": float(threshold), f"{prefix}coverage": float(accepted.mean()),
+         f"{prefix}num_accepted": int(accepted.sum())}
+    if accepted.any():  # no accepted image: no accuracy to report
+        hit = probabilities.argmax(1)[accepted] == np.asarray(targets)[accepted]
+        m[f"{prefix}acc_accepted"] = float(hit.mean())
+    return m
+
+def score_ood_folder(scorer: Scorer, # from load_scorer
+                     folder: str | os.PathLike, # out-of-distribution images, searched recursively
+                     batch_size: int = 32, # images per model call
+                    ) -> tuple[np.ndarray, list[dict]]:
+    "Logits of the readable images of an OOD folder and the unreadable files; none is an error."
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise DatasetError(f"--ood {folder}: not a folder; give a folder of out-of-distribution "
+                           "images (any layout, searched recursively)")
+    paths = collect_image_paths([folder])
+    _, logits, _, skipped = score_images(scorer, paths, batch_size)
+    if not len(logits):
+        raise DatasetError(f"--ood {folder}: no readable image ({len(paths)} image file(s) found, "
+                           f"{len(skipped)} unreadable); give a folder of .jpg/.png images the "
+                           "model was not trained on")
+    return logits, skipped
+
+def ood_metrics(in_logits: np.ndarray, # (N, C) logits / temperature of the evaluated data
+                out_logits: np.ndarray, # (M, C) the same for the OOD images
+                kinds: Sequence[str] = OOD_SCORE_KINDS, # scores to compare: 'msp', 'energy'
+                prefix: str = "eval/", # metric key prefix
+               ) -> dict[str, float]:
+    "AUROC and FPR at 95 % TPR of each score separating in-distribution from OOD images."
+    m = {f"{prefix}ood_num_images": int(len(out_logits))}
+    for kind in kinds:
+        auroc, fpr = ood_auroc_fpr95(ood_scores(in_logits, kind), ood_scores(out_logits, kind))
+        m[f"{prefix}ood_{kind}_auroc"], m[f"{prefix}ood_{kind}_fpr95"] = auroc, fpr
+    return m
+
 def evaluate_model(model: str | os.PathLike | Scorer, # model.onnx, a .ckpt, or a Scorer
                    data: str | os.PathLike, # labelled images: dataset root, split, .jsonl or .csv
                    out: str | os.PathLike | None = None, # folder for the reports; None: none
@@ -342,9 +447,13 @@ def evaluate_model(model: str | os.PathLike | Scorer, # model.onnx, a .ckpt, or 
                    top_losses: int = 16, # images in top_losses.png
                    weights: str = "ema", # checkpoints: 'ema' or 'raw' weights
                    providers: str | Sequence[str] | None = None, # ONNX: onnxruntime providers
+                   reject: str | float | None = "auto", # 'auto' (the model's), 'none', or (0, 1)
+                   ood: str | os.PathLike | None = None, # a folder of out-of-distribution images
                   ) -> EvaluationResult:
-    "Score `model` on labelled `data`: metrics, per-class report, confusion matrix, top losses."
+    "Score `model` on labelled `data`: metrics, reject decision, OOD separation, reports."
+    threshold = resolve_reject(reject, None)  # a bad value fails before the model is loaded
     scorer = load_scorer(model, weights, providers)
+    threshold = resolve_reject(reject, scorer.reject_threshold)
     records, described = scan_labelled_images(data, split)
     targets = check_class_names(scorer.class_names, [r.label for r in records],
                                 f"the model {Path(scorer.name.split(' (')[0]).name}",
@@ -354,9 +463,19 @@ def evaluate_model(model: str | os.PathLike | Scorer, # model.onnx, a .ckpt, or 
     names = scorer.class_names
     confusion = confusion_counts(y, probs.argmax(1), len(names)) if len(y) else \
         np.zeros((len(names),) * 2, np.int64)
-    result = EvaluationResult(scorer.name, described, names, classification_metrics(probs, y),
+    metrics = classification_metrics(probs, y)
+    if threshold is not None: metrics.update(reject_metrics(probs, y, threshold))
+    ood_info = None
+    if ood is not None:
+        out_logits, ood_skipped = score_ood_folder(scorer, ood, batch_size)
+        kinds = OOD_SCORE_KINDS if scorer.output_kind == "logits" else ("msp",)  # no logits: no
+        metrics.update(ood_metrics(logits, out_logits, kinds))                 # energy score
+        ood_info = {"data": str(ood), "num_images": len(out_logits), "skipped": ood_skipped}
+    result = EvaluationResult(scorer.name, described, names, metrics,
                               [str(records[i].path) for i in kept], y, logits, probs, confusion,
-                              classification_rows(confusion, names), skipped)
+                              classification_rows(confusion, names), skipped,
+                              reject_threshold=threshold, temperature=scorer.temperature,
+                              ood=ood_info)
     if out is not None: write_evaluation(result, out, scorer.preprocessing, top_losses)
     return result
 
@@ -372,7 +491,8 @@ def write_evaluation(result: EvaluationResult, # from evaluate_model
     r, names = result, result.class_names
     files = {"metrics": atomic_write_json(out / "metrics.json", {
         "model": r.model, "data": r.data, "classifier_training_version": __version__,
-        "metrics": r.metrics, "skipped": r.skipped})}
+        "metrics": r.metrics, "skipped": r.skipped, "temperature": r.temperature,
+        "reject_threshold": r.reject_threshold, "ood": r.ood})}
     files["report_csv"] = atomic_write_text(out / "classification_report.csv",
                                             rows_to_csv(r.report))
     files["report_md"] = atomic_write_text(out / "classification_report.md",
@@ -402,6 +522,117 @@ def write_evaluation(result: EvaluationResult, # from evaluate_model
     r.files.update(files)
     return files
 
+# %% ../nbs/33_evaluate.ipynb #0d309be4
+BENCHMARK_BATCH_SIZE = 32  # the batch size of the throughput column
+
+def find_run_checkpoint(model: str | os.PathLike, # a model.onnx, usually in a run folder
+                       ) -> Path | None:
+    "The run's checkpoints/best.ckpt beside `model` or in the folder above it, or None."
+    path = Path(model).absolute()
+    for folder in (path.parent, path.parent.parent):
+        if (f := folder / "checkpoints" / "best.ckpt").is_file(): return f
+    return None
+
+def time_scorer(scorer: Scorer, # from load_scorer
+                inputs: np.ndarray, # (N, ...) preprocessed images, N >= 1
+                repeats: int = 30, # timed calls at batch 1, and as many at batch 32
+                batch_size: int = BENCHMARK_BATCH_SIZE, # batch of the throughput measurement
+               ) -> dict[str, float]:
+    "Model-call time only (preprocessing excluded): p50/p95 ms at batch 1, images/s at batch 32."
+    scorer.run(inputs[:1])  # warm-up: first-call allocations are not the steady state
+    one = []
+    for i in range(repeats):
+        x = inputs[i % len(inputs)][None]
+        t0 = time.perf_counter(); scorer.run(x); one.append(time.perf_counter() - t0)
+    batch = np.stack([inputs[i % len(inputs)] for i in range(batch_size)])
+    scorer.run(batch)
+    many = []
+    for _ in range(max(3, repeats)):
+        t0 = time.perf_counter(); scorer.run(batch); many.append(time.perf_counter() - t0)
+    ms = np.asarray(one) * 1000
+    return {"latency_p50_ms": float(np.percentile(ms, 50)),
+            "latency_p95_ms": float(np.percentile(ms, 95)),
+            "throughput_ips": float(batch_size / np.median(many))}
+
+def benchmark_markdown(rows: list[dict], # benchmark_deployment's rows
+                      ) -> str:
+    "The deployment table as Markdown: accuracy, latency, throughput and size per runtime."
+    lines = ["| runtime | accuracy | p50 ms (batch 1) | p95 ms (batch 1) | "
+             f"images/s (batch {BENCHMARK_BATCH_SIZE}) | size MB |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['runtime']} | {r['accuracy']:.4f} | {r['latency_p50_ms']:.2f} | "
+                     f"{r['latency_p95_ms']:.2f} | {r['throughput_ips']:.0f} | "
+                     f"{r['size_bytes'] / 1e6:.2f} |")
+    return "\n".join(lines) + "\n"
+
+def _quantize_on_the_fly(fp32: Path, images: list, out: Path) -> Path:
+    from classifier_training.export import quantize_int8  # torch: only when asked to quantize
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_writer(out / "model.int8.onnx", "wb") as f: f.write(quantize_int8(fp32, images))
+    return out / "model.int8.onnx"
+
+def benchmark_deployment(model: str | os.PathLike, # a model.onnx (or a .ckpt: the eager row only)
+                         data: str | os.PathLike, # labelled images, as for evaluate_model
+                         out: str | os.PathLike | None = None, # writes benchmark.{md,json}
+                         checkpoint: str | os.PathLike | bool | None = None, # None: the run's
+                                                      # checkpoints/best.ckpt if found; False: none
+                         int8: str | os.PathLike | bool | None = None, # None: model.int8.onnx
+                                              # beside it if there; True: else quantize; False: no
+                         split: str | None = None, # the split of a dataset root
+                         repeats: int = 30, # timed batch-1 calls per runtime
+                         threads: int | None = None, # threads for each runtime; None: defaults
+                        ) -> dict:
+    "One table of PyTorch eager, ONNX FP32 and ONNX INT8: accuracy, latency, throughput, size."
+    model = Path(model)
+    records, described = scan_labelled_images(data, split)
+    onnx_path = model if model.suffix.lower() != ".ckpt" else None
+    if checkpoint is None: checkpoint = find_run_checkpoint(model) if onnx_path else model
+    int8_path, notes = None, []
+    if onnx_path is not None and int8 is not False:
+        beside = onnx_path.with_name("model.int8.onnx")
+        if isinstance(int8, (str, os.PathLike)): int8_path = Path(int8)
+        elif beside.is_file() and beside != onnx_path: int8_path = beside
+        elif int8 is True:
+            if out is None: raise ConfigError("quantizing on the fly needs an output folder")
+            calib = [r.path for r in records][:300]
+            int8_path = _quantize_on_the_fly(onnx_path, calib, Path(out))
+            notes.append(f"INT8 quantized on the fly, calibrated on {len(calib)} images of the "
+                         "evaluated data (export --int8 calibrates on training images instead)")
+    runtimes = []
+    if checkpoint: runtimes.append(("PyTorch eager", Path(checkpoint)))
+    if onnx_path is not None: runtimes.append(("ONNX FP32", onnx_path))
+    if int8_path is not None: runtimes.append(("ONNX INT8", int8_path))
+    rows = []
+    for name, path in runtimes:
+        if path.suffix.lower() == ".ckpt":
+            if threads:
+                import torch
+                torch.set_num_threads(int(threads))
+            scorer = checkpoint_scorer(path)
+        else: scorer = onnx_scorer(path, intra_op_num_threads=threads)
+        r = evaluate_model(scorer, data, split=split, reject="none")
+        inputs = np.stack([scorer.preprocess(load_image_rgb(p))
+                           for p in r.paths[:BENCHMARK_BATCH_SIZE]])
+        rows.append({"runtime": name, "file": str(path), "size_bytes": path.stat().st_size,
+                     "accuracy": r.metrics["eval/acc_top1"],
+                     "num_images": r.metrics["eval/num_images"],
+                     **time_scorer(scorer, inputs, repeats)})
+    if checkpoint:
+        notes.append("the PyTorch size is the checkpoint file: weights, EMA copy, optimizer state")
+    if not checkpoint and onnx_path is not None:
+        notes.append("no PyTorch row: no checkpoint given (--checkpoint) or found as "
+                     "checkpoints/best.ckpt beside the model")
+    table = {"data": described, "threads": threads, "repeats": repeats,
+             "batch_size": BENCHMARK_BATCH_SIZE, "rows": rows, "notes": notes,
+             "classifier_training_version": __version__}
+    if out is not None:
+        out = Path(out); out.mkdir(parents=True, exist_ok=True)
+        table["files"] = {"json": str(atomic_write_json(out / "benchmark.json", table)),
+                          "markdown": str(atomic_write_text(out / "benchmark.md",
+                                                            benchmark_markdown(rows)))}
+    return table
+
 # %% ../nbs/33_evaluate.ipynb #f098f4a2
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="classifier-evaluate", description="Score a model.onnx "
@@ -416,6 +647,21 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--weights", choices=("ema", "raw"), default="ema",
                     help="checkpoints only: the EMA (default) or the raw weights")
     ap.add_argument("--providers", help="ONNX only: onnxruntime providers, comma-separated")
+    ap.add_argument("--reject", default="auto", help="auto (the model's reject_threshold, if it "
+                    "has one), none, or a probability in (0, 1): report coverage and accuracy of "
+                    "the accepted images (default auto)")
+    ap.add_argument("--ood", metavar="DIR", help="a folder of out-of-distribution images: report "
+                    "how well max-softmax and energy scores separate them (AUROC, FPR@95%%TPR)")
+    ap.add_argument("--benchmark", action="store_true", help="also time PyTorch eager, ONNX FP32 "
+                    "and ONNX INT8 on the data: benchmark.md / benchmark.json")
+    ap.add_argument("--checkpoint", help="--benchmark: the checkpoint of the PyTorch row "
+                    "(default: checkpoints/best.ckpt of the model's run folder, if there)")
+    ap.add_argument("--int8", action="store_true", help="--benchmark: quantize the model on the "
+                    "fly when no model.int8.onnx lies beside it")
+    ap.add_argument("--threads", type=int, help="--benchmark: threads per runtime "
+                    "(default: each runtime's own)")
+    ap.add_argument("--repeats", type=int, default=30,
+                    help="--benchmark: timed batch-1 calls per runtime (30)")
     ap.add_argument("--version", action="version", version=f"classifier_training {__version__}")
     return ap
 
@@ -425,6 +671,16 @@ def default_out_dir(model: str | os.PathLike, # the model file
     folder = Path(model).absolute().parent.name or "model"
     return Path("evaluation") / folder
 
+def _notes(result: EvaluationResult, reject: str, model: str) -> list[str]:
+    notes = []
+    if result.temperature is None:
+        notes.append(f"note: {Path(model).name} has no calibration temperature; probabilities are "
+                     "the plain softmax (classifier-export --temperature, or a run's calibration)")
+    if result.reject_threshold is None and reject.strip().lower() == "auto":
+        notes.append(f"note: {Path(model).name} has no reject_threshold; every image is accepted "
+                     "(--reject 0.xx sets one)")
+    return notes
+
 def main(argv: Sequence[str] | None = None, # arguments; default sys.argv[1:]
         ) -> int:
     "Entry point of `classifier-evaluate`; returns the exit status."
@@ -432,11 +688,21 @@ def main(argv: Sequence[str] | None = None, # arguments; default sys.argv[1:]
     args = ap.parse_args(argv)
     if args.batch_size < 1: ap.error("--batch-size must be at least 1")
     if args.top_losses < 0: ap.error("--top-losses must be 0 or more")
+    if args.repeats < 1: ap.error("--repeats must be at least 1")
+    if args.threads is not None and args.threads < 1: ap.error("--threads must be at least 1")
+    if not args.benchmark and (args.int8 or args.checkpoint or args.threads):
+        ap.error("--int8, --checkpoint and --threads belong to --benchmark; add --benchmark")
     out = Path(args.out) if args.out else default_out_dir(args.model)
     try:
         result = evaluate_model(args.model, args.data, out, split=args.split,
                                 batch_size=args.batch_size, top_losses=args.top_losses,
-                                weights=args.weights, providers=args.providers)
+                                weights=args.weights, providers=args.providers,
+                                reject=args.reject, ood=args.ood)
+        table = None
+        if args.benchmark:
+            table = benchmark_deployment(args.model, args.data, out, args.checkpoint,
+                                         True if args.int8 else None, args.split, args.repeats,
+                                         args.threads)
     except ClassifierTrainingError as e:
         print(f"classifier-evaluate: error: {e}", file=sys.stderr)
         return 2
@@ -447,8 +713,14 @@ def main(argv: Sequence[str] | None = None, # arguments; default sys.argv[1:]
     for s in result.skipped:
         print(f"skipped {s['path']}: {s['reason'].replace('_', ' ')} ({s['detail']})",
               file=sys.stderr)
+    for note in _notes(result, args.reject, args.model): print(note, file=sys.stderr)
     print(result.summary())
-    print(f"wrote {out}/: {', '.join(sorted(p.name for p in result.files.values()))}")
+    names = sorted(p.name for p in result.files.values())
+    if table is not None:
+        print(benchmark_markdown(table["rows"]), end="")
+        for note in table["notes"]: print(f"note: {note}")
+        names += ["benchmark.json", "benchmark.md"]
+    print(f"wrote {out}/: {', '.join(names)}")
     return 0
 
 if __name__ == "__main__" and "__file__" in globals(): sys.exit(main())

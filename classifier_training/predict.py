@@ -544,6 +544,10 @@ def main(argv: Sequence[str] | None = None, # arguments; default sys.argv[1:]
         if reject.strip().lower() == "auto" and clf.reject_threshold is None:
             print(f"note: {Path(args.model).name} has no reject_threshold; predicting every image "
                   "(--reject 0.xx sets one)", file=sys.stderr)
+        if "temperature" not in clf.metadata and clf.output_kind == "logits":
+            print(f"note: {Path(args.model).name} has no calibration temperature; probabilities "
+                  "are the plain softmax (classifier-export --temperature sets one)",
+                  file=sys.stderr)
         results = []
         for r in clf.iter_predict(files, batch_size=args.batch_size, top_k=args.top_k,
                                   reject=reject):
