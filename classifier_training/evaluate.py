@@ -10,7 +10,6 @@ import csv
 import dataclasses
 import io
 import json
-import math
 import os
 import sys
 import time
@@ -18,18 +17,21 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from . import __version__
 from .calibration import OOD_SCORE_KINDS, ood_auroc_fpr95, ood_scores
 from .core import (ClassifierTrainingError, ConfigError, DatasetError,
                                       ImageReadError,
-                                      PreprocessingConfig, atomic_save_figure, atomic_write_json,
+                                      PreprocessingConfig, atomic_write_json,
                                       atomic_write_text, atomic_writer, error_summary,
                                       load_image_rgb, natural_sort_key)
 from .data.records import (SampleRecord, find_jsonl_files, has_jsonl,
                                               read_csv_annotations, read_jsonl_annotations,
                                               scan_class_folders)
+from .reports import (classification_report, image_grid, plot_confusion_matrix,
+                                         report_to_csv, report_to_markdown, save_figure,
+                                         save_image)
 from .predict import (OnnxClassifier, collect_image_paths, expand_inputs,
                                          model_calibration, preprocess_image, resize_and_crop,
                                          resolve_reject)
@@ -37,10 +39,9 @@ from .predict import (OnnxClassifier, collect_image_paths, expand_inputs,
 # %% auto #0
 __all__ = ['EVAL_SPLITS', 'CALIBRATION_FILE', 'BENCHMARK_BATCH_SIZE', 'scan_labelled_images', 'check_class_names', 'Scorer',
            'onnx_scorer', 'find_run_calibration', 'checkpoint_scorer', 'load_scorer', 'confusion_counts',
-           'classification_rows', 'rows_to_csv', 'rows_to_markdown', 'classification_metrics', 'plot_confusion_counts',
-           'top_loss_grid', 'EvaluationResult', 'score_images', 'reject_metrics', 'score_ood_folder', 'ood_metrics',
-           'evaluate_model', 'write_evaluation', 'find_run_checkpoint', 'time_scorer', 'benchmark_markdown',
-           'benchmark_deployment', 'default_out_dir', 'main']
+           'classification_metrics', 'EvaluationResult', 'score_images', 'reject_metrics', 'score_ood_folder',
+           'ood_metrics', 'evaluate_model', 'write_evaluation', 'find_run_checkpoint', 'time_scorer',
+           'benchmark_markdown', 'benchmark_deployment', 'default_out_dir', 'main']
 
 # %% ../nbs/33_evaluate.ipynb #17fc533b
 EVAL_SPLITS = ("test", "val")  # the split a dataset root is evaluated on: the first it has
@@ -199,49 +200,6 @@ def confusion_counts(targets: np.ndarray, # (N,) true class indices
     flat = np.asarray(targets, np.int64) * num_classes + np.asarray(predictions, np.int64)
     return np.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes)
 
-def classification_rows(counts: np.ndarray, # (C, C) from confusion_counts
-                        class_names: Sequence[str], # the C names
-                       ) -> list[dict]:
-    "Per-class precision, recall, F1, support, then 'macro avg' and 'weighted avg' (torch-free)."
-    cm = np.asarray(counts, dtype=np.float64)
-    tp, support, predicted = np.diag(cm), cm.sum(1), cm.sum(0)
-    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
-    pr = precision + recall
-    f1 = np.divide(2 * precision * recall, pr, out=np.zeros_like(tp), where=pr > 0)
-    rows = [{"class": str(n), "precision": float(p), "recall": float(r), "f1": float(f),
-             "support": int(s)}
-            for n, p, r, f, s in zip(class_names, precision, recall, f1, support)]
-    total, w = support.sum(), support / max(support.sum(), 1)
-    for name, avg in (("macro avg", lambda v: float(v.mean())),
-                      ("weighted avg", lambda v: float((v * w).sum()))):
-        rows.append({"class": name, "precision": avg(precision), "recall": avg(recall),
-                     "f1": avg(f1), "support": int(total)})
-    return rows
-
-def rows_to_csv(rows: list[dict], # output of classification_rows
-               ) -> str:
-    "The report as CSV text with the header `class,precision,recall,f1,support`."
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["class", "precision", "recall", "f1", "support"],
-                            lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
-
-def rows_to_markdown(rows: list[dict], # output of classification_rows
-                     accuracy: float | None = None, # overall accuracy, written above the table
-                    ) -> str:
-    "The report as a Markdown table."
-    lines = [f"Accuracy: {accuracy:.4f}", ""] if accuracy is not None else []
-    lines += ["| class | precision | recall | f1 | support |", "|---|---:|---:|---:|---:|"]
-    for r in rows:
-        name = r["class"].replace("|", "\\|")
-        if r["class"] in ("macro avg", "weighted avg"): name = f"**{name}**"
-        lines.append(f"| {name} | {r['precision']:.4f} | {r['recall']:.4f} | {r['f1']:.4f} "
-                     f"| {r['support']} |")
-    return "\n".join(lines) + "\n"
-
 def classification_metrics(probabilities: np.ndarray, # (N, C) class probabilities
                            targets: np.ndarray, # (N,) true class indices
                            prefix: str = "eval/", # metric key prefix
@@ -253,73 +211,13 @@ def classification_metrics(probabilities: np.ndarray, # (N, C) class probabiliti
     hit = order == np.asarray(targets)[:, None]
     k = min(5, c)
     counts = confusion_counts(targets, order[:, 0], c)
-    rows = classification_rows(counts, [str(i) for i in range(c)])
+    rows = classification_report(counts, [str(i) for i in range(c)])
     present = [r["f1"] for r in rows[:c] if r["support"] > 0]
     loss = -np.log(np.clip(probabilities[np.arange(n), targets], 1e-12, None))
     return {f"{prefix}acc_top1": float(hit[:, 0].mean()),
             f"{prefix}acc_top5": float(hit[:, :k].any(1).mean()),  # top-k with k = min(5, C)
             f"{prefix}f1_macro": float(np.mean(present)), f"{prefix}loss": float(loss.mean()),
             f"{prefix}num_images": int(n)}
-
-# %% ../nbs/33_evaluate.ipynb #ac9ac699
-def plot_confusion_counts(counts: np.ndarray, # (C, C): true x predicted
-                          class_names: Sequence[str], # the C names
-                          title: str = "", # figure title
-                          dpi: int = 100, # resolution
-                         ):
-    "Counts and row-normalised recall side by side, as a matplotlib Figure (no pyplot, no torch)."
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    cm = np.asarray(counts, dtype=np.float64)
-    n = len(class_names)
-    support = cm.sum(1, keepdims=True)
-    recall = np.divide(cm, support, out=np.zeros_like(cm), where=support > 0)
-    side = float(np.clip(0.45 * n, 3.0, 12.0))
-    fig = Figure(figsize=(2 * side + 2.5, side + 2.0), dpi=dpi)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 2)
-    for ax, values, name, cmap, fmt in ((axes[0], cm, "counts", "Blues", "{:.0f}"),
-                                        (axes[1], recall, "recall (row-normalised)", "Greens",
-                                         "{:.2f}")):
-        vmax = max(values.max(), 1e-12)
-        ax.imshow(values, cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
-        ax.set_title(name, fontsize=10)
-        ax.set_xticks(range(n), [str(c) for c in class_names], rotation=90, fontsize=7)
-        ax.set_yticks(range(n), [str(c) for c in class_names], fontsize=7)
-        ax.set_xlabel("predicted class", fontsize=9); ax.set_ylabel("true class", fontsize=9)
-        if n <= 30:
-            for i, j in zip(*np.nonzero(cm)):
-                ax.text(j, i, fmt.format(values[i, j]), ha="center", va="center", fontsize=6,
-                        color="white" if values[i, j] > 0.6 * vmax else "black")
-    total = int(cm.sum())
-    acc = float(np.trace(cm) / total) if total else 0.0
-    fig.suptitle(f"{title}  (n={total}, accuracy {acc:.3f})".strip(), fontsize=11)
-    fig.subplots_adjust(left=0.12, right=0.98, bottom=0.25, top=0.88, wspace=0.45)
-    return fig
-
-def top_loss_grid(paths: Sequence[str | os.PathLike], # the images, most costly first
-                  captions: Sequence[str], # one caption per image
-                  pre: PreprocessingConfig, # the model's resize and crop
-                  title: str = "", # above the grid
-                  cell: int = 128, # tile side in pixels
-                 ) -> Image.Image:
-    "The images as the model saw them (resized, cropped), captioned, as one RGB Pillow image."
-    n = max(1, len(paths))
-    ncols = max(1, math.ceil(math.sqrt(n)))
-    nrows = math.ceil(n / ncols)
-    font = ImageFont.load_default()
-    pad, cap, head = 6, 30, 24 if title else 4
-    canvas = Image.new("RGB", (pad + ncols * (cell + pad), head + nrows * (cap + cell + pad)),
-                       "white")
-    draw = ImageDraw.Draw(canvas)
-    if title: draw.text((pad, 6), title, fill="black", font=font)
-    for i, (path, caption) in enumerate(zip(paths, captions)):
-        tile = resize_and_crop(load_image_rgb(path), pre).resize((cell, cell), Image.NEAREST)
-        r, c = divmod(i, ncols)
-        x, y = pad + c * (cell + pad), head + r * (cap + cell + pad)
-        canvas.paste(tile, (x, y + cap))
-        draw.multiline_text((x, y + 2), caption, fill="firebrick", font=font, spacing=2)
-    return canvas
 
 # %% ../nbs/33_evaluate.ipynb #9b5bec0d
 @dataclasses.dataclass
@@ -473,7 +371,7 @@ def evaluate_model(model: str | os.PathLike | Scorer, # model.onnx, a .ckpt, or 
         ood_info = {"data": str(ood), "num_images": len(out_logits), "skipped": ood_skipped}
     result = EvaluationResult(scorer.name, described, names, metrics,
                               [str(records[i].path) for i in kept], y, logits, probs, confusion,
-                              classification_rows(confusion, names), skipped,
+                              classification_report(confusion, names), skipped,
                               reject_threshold=threshold, temperature=scorer.temperature,
                               ood=ood_info)
     if out is not None: write_evaluation(result, out, scorer.preprocessing, top_losses)
@@ -494,14 +392,14 @@ def write_evaluation(result: EvaluationResult, # from evaluate_model
         "metrics": r.metrics, "skipped": r.skipped, "temperature": r.temperature,
         "reject_threshold": r.reject_threshold, "ood": r.ood})}
     files["report_csv"] = atomic_write_text(out / "classification_report.csv",
-                                            rows_to_csv(r.report))
+                                            report_to_csv(r.report))
     files["report_md"] = atomic_write_text(out / "classification_report.md",
-                                           rows_to_markdown(r.report, r.metrics["eval/acc_top1"]))
+                                           report_to_markdown(r.report, r.metrics["eval/acc_top1"]))
     files["confusion_json"] = atomic_write_json(out / "confusion_matrix.json", {
         "class_names": names, "counts": r.confusion.tolist(), "rows": "true",
         "columns": "predicted"})
-    fig = plot_confusion_counts(r.confusion, names, f"{Path(r.model.split(' (')[0]).name}")
-    files["confusion_png"] = atomic_save_figure(fig, out / "confusion_matrix.png")
+    fig = plot_confusion_matrix(r.confusion, names, f"{Path(r.model.split(' (')[0]).name}")
+    files["confusion_png"] = save_figure(fig, out / "confusion_matrix.png")
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["path", "label", "predicted", "confidence", "loss"])
@@ -513,11 +411,12 @@ def write_evaluation(result: EvaluationResult, # from evaluate_model
     files["predictions"] = atomic_write_text(out / "predictions.csv", buf.getvalue())
     worst = [i for i in np.argsort(-losses, kind="stable") if pred[i] != r.targets[i]][:top_losses]
     if top_losses and worst:
-        captions = [f"true {names[r.targets[i]]}\npred {names[pred[i]]} "
-                    f"{r.probabilities[i, pred[i]]:.2f}" for i in worst]
-        grid = top_loss_grid([r.paths[i] for i in worst], captions, pre,
-                             f"top losses: {len(worst)} most costly mistakes")
-        with atomic_writer(out / "top_losses.png") as f: grid.save(f, format="png")
+        captions = [f"{names[r.targets[i]]} -> {names[pred[i]]} "
+                    f"({r.probabilities[i, pred[i]]:.2f})" for i in worst]
+        tiles = [resize_and_crop(load_image_rgb(r.paths[i]), pre) for i in worst]
+        grid = image_grid(tiles, captions, ["firebrick"] * len(worst),
+                          title=f"top losses: {len(worst)} most costly mistakes")
+        save_image(grid, out / "top_losses.png")
         files["top_losses"] = out / "top_losses.png"
     r.files.update(files)
     return files
