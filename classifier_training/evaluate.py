@@ -33,8 +33,8 @@ from .reports import (classification_report, image_grid, plot_confusion_matrix,
                                          report_to_csv, report_to_markdown, save_figure,
                                          save_image)
 from .predict import (OnnxClassifier, collect_image_paths, expand_inputs,
-                                         model_calibration, preprocess_image, resize_and_crop,
-                                         resolve_reject)
+                                         model_calibration, normalize_array, preprocess_image,
+                                         resize_and_crop, resolve_reject)
 
 # %% auto #0
 __all__ = ['EVAL_SPLITS', 'CALIBRATION_FILE', 'BENCHMARK_BATCH_SIZE', 'scan_labelled_images', 'check_class_names', 'Scorer',
@@ -117,6 +117,7 @@ class Scorer:
     reject_threshold: float | None = None  # the model's own reject threshold, if any
     path: Path | None = None  # the model file itself
     output_kind: str = "logits"  # 'logits', or 'probabilities' for a uint8 graph
+    torch_model: Any = None  # the PyTorch module of a checkpoint (for Grad-CAM); None for ONNX
 
 def onnx_scorer(path: str | os.PathLike, # a model.onnx written by classifier-export
                 providers: str | Sequence[str] | None = None, # onnxruntime providers; None: CPU
@@ -177,7 +178,8 @@ def checkpoint_scorer(path: str | os.PathLike, # a .ckpt written by classifier-t
         return logits, z / z.sum(1, keepdims=True)
     return Scorer(f"{path} ({used} weights)", "checkpoint", [str(n) for n in model.class_names],
                   pre, lambda image: preprocess_image(image, pre), run,
-                  t if "temperature" in meta else None, threshold, Path(path))
+                  t if "temperature" in meta else None, threshold, Path(path),
+                  torch_model=model)
 
 def load_scorer(model: str | os.PathLike | Scorer, # a .onnx file, a .ckpt file or a Scorer
                 weights: str = "ema", # checkpoints: 'ema' or 'raw'
@@ -347,10 +349,14 @@ def evaluate_model(model: str | os.PathLike | Scorer, # model.onnx, a .ckpt, or 
                    providers: str | Sequence[str] | None = None, # ONNX: onnxruntime providers
                    reject: str | float | None = "auto", # 'auto' (the model's), 'none', or (0, 1)
                    ood: str | os.PathLike | None = None, # a folder of out-of-distribution images
+                   cam: bool = False, # checkpoints: also top_losses_cam.png (Grad-CAM overlays)
                   ) -> EvaluationResult:
     "Score `model` on labelled `data`: metrics, reject decision, OOD separation, reports."
     threshold = resolve_reject(reject, None)  # a bad value fails before the model is loaded
     scorer = load_scorer(model, weights, providers)
+    if cam and scorer.torch_model is None:
+        raise ConfigError(f"cam=True needs a checkpoint (.ckpt), not {scorer.name}: Grad-CAM "
+                          "follows the gradients of the PyTorch model")
     threshold = resolve_reject(reject, scorer.reject_threshold)
     records, described = scan_labelled_images(data, split)
     targets = check_class_names(scorer.class_names, [r.label for r in records],
@@ -374,7 +380,9 @@ def evaluate_model(model: str | os.PathLike | Scorer, # model.onnx, a .ckpt, or 
                               classification_report(confusion, names), skipped,
                               reject_threshold=threshold, temperature=scorer.temperature,
                               ood=ood_info)
-    if out is not None: write_evaluation(result, out, scorer.preprocessing, top_losses)
+    if out is not None:
+        write_evaluation(result, out, scorer.preprocessing, top_losses,
+                         scorer.torch_model if cam else None)
     return result
 
 # %% ../nbs/33_evaluate.ipynb #0d1727a5
@@ -382,6 +390,7 @@ def write_evaluation(result: EvaluationResult, # from evaluate_model
                      out: str | os.PathLike, # the output folder (created)
                      pre: PreprocessingConfig, # the model's preprocessing, for the top-loss tiles
                      top_losses: int = 16, # images in top_losses.png; 0: none
+                     cam_model: Any = None, # a PyTorch model: also top_losses_cam.png (Grad-CAM)
                     ) -> dict[str, Path]:
     "The reports of `result` into `out`, as the training run writes them; returns name -> file."
     out = Path(out)
@@ -417,6 +426,16 @@ def write_evaluation(result: EvaluationResult, # from evaluate_model
         grid = image_grid(tiles, captions, ["firebrick"] * len(worst),
                           title=f"top losses: {len(worst)} most costly mistakes")
         save_image(grid, out / "top_losses.png")
+        if cam_model is not None:
+            from classifier_training.cam import cam_overlays  # torch: the checkpoint route only
+            import torch
+            x = torch.from_numpy(np.stack([normalize_array(np.asarray(t, np.uint8), pre)
+                                           for t in tiles]))
+            overlays = cam_overlays(cam_model, x, [int(pred[i]) for i in worst], pre)
+            save_image(image_grid(list(overlays), captions, ["firebrick"] * len(worst),
+                                  title="top losses: where the model looked (Grad-CAM)"),
+                       out / "top_losses_cam.png")
+            files["top_losses_cam"] = out / "top_losses_cam.png"
         files["top_losses"] = out / "top_losses.png"
     r.files.update(files)
     return files
@@ -551,6 +570,8 @@ def _parser() -> argparse.ArgumentParser:
                     "the accepted images (default auto)")
     ap.add_argument("--ood", metavar="DIR", help="a folder of out-of-distribution images: report "
                     "how well max-softmax and energy scores separate them (AUROC, FPR@95%%TPR)")
+    ap.add_argument("--cam", action="store_true", help="checkpoints: also top_losses_cam.png, "
+                    "the top losses with Grad-CAM overlays (where the model looked)")
     ap.add_argument("--benchmark", action="store_true", help="also time PyTorch eager, ONNX FP32 "
                     "and ONNX INT8 on the data: benchmark.md / benchmark.json")
     ap.add_argument("--checkpoint", help="--benchmark: the checkpoint of the PyTorch row "
@@ -596,7 +617,7 @@ def main(argv: Sequence[str] | None = None, # arguments; default sys.argv[1:]
         result = evaluate_model(args.model, args.data, out, split=args.split,
                                 batch_size=args.batch_size, top_losses=args.top_losses,
                                 weights=args.weights, providers=args.providers,
-                                reject=args.reject, ood=args.ood)
+                                reject=args.reject, ood=args.ood, cam=args.cam)
         table = None
         if args.benchmark:
             table = benchmark_deployment(args.model, args.data, out, args.checkpoint,

@@ -58,6 +58,20 @@ def test_checkpoint_route_agrees_with_the_export(tiny_export, tmp_path):
     assert {p.name for p in (tmp_path / "ck").iterdir()} == REPORTS
 
 
+def test_cam_overlays_of_the_top_losses_for_a_checkpoint_only(tiny_export, tmp_path):
+    "--cam: a checkpoint gets top_losses_cam.png beside top_losses.png; a model.onnx is refused."
+    from PIL import Image
+    code = main([str(tiny_export.checkpoint), str(tiny_export.data_root / "val"), "--cam",
+                 "--out", str(tmp_path / "ck"), "--reject", "none"])
+    assert code == 0
+    plain, cam = (Image.open(tmp_path / "ck" / f) for f in ("top_losses.png", "top_losses_cam.png"))
+    assert plain.size == cam.size  # the same grid of the same mistakes, with the maps over them
+    assert np.abs(np.asarray(plain, np.int16) - np.asarray(cam, np.int16)).mean() > 1
+    with pytest.raises(Exception, match="needs a checkpoint"):
+        evaluate_model(tiny_export.model_path, tiny_export.data_root / "val", tmp_path / "x", cam=True)
+    assert not (tmp_path / "x").exists()
+
+
 def test_every_layout_gives_the_same_numbers(tiny_export, layouts):
     results = {fmt: evaluate_model(tiny_export.model_path, root) for fmt, root in layouts.items()}
     results["split folder"] = evaluate_model(tiny_export.model_path, layouts["folders"] / "test")
