@@ -86,3 +86,41 @@ def test_readme_python_blocks_that_predict_run_as_written(world):
                            timeout=300)
         assert r.returncode == 0, (block, r.stderr)
         assert r.stdout.split()[0] in class_names, r.stdout
+
+
+@pytest.mark.slow
+def test_quick_start_as_written_trains_predicts_and_evaluates(tmp_path):
+    """The README's Quick start end to end, every line as written (bar the pip line): train on ~/photos (real
+    sample images, not the embedded sample), predict one image, evaluate on ~/new_photos, then the Python lines."""
+    text = (ROOT / "README.md").read_text()
+    quick = text[text.index("## Quick start"):text.index("## Install")]
+    sh_lines = [l.split("  #")[0].strip() for l in re.findall(r"```sh\n(.*?)```", quick, flags=re.S)[0].splitlines()]
+    python = re.findall(r"```python\n(.*?)```", quick, flags=re.S)[0]
+    cwd, home, bin_ = tmp_path / "work", tmp_path / "home", tmp_path / "bin"
+    for d in (cwd, home, bin_): d.mkdir()
+    tiny_dataset(home / "photos", per_class=6, classes=None)  # train/val/test, 10 classes
+    tiny_dataset(home / "new_photos", per_class=2, classes=None, splits=("test",))
+    photo = sorted((home / "new_photos").rglob("*.png"))[0]
+    Image.open(photo).convert("RGB").save(cwd / "photo.jpg")
+    for command, module in (("classifier-train", "training"), ("classifier-predict", "predict"),
+                            ("classifier-evaluate", "evaluate")):
+        shim = bin_ / command
+        shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m classifier_training.{module} "$@"\n')
+        shim.chmod(0o755)
+    env = {**os.environ, "HOME": str(home), "PATH": f"{bin_}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "CLASSIFIER_TRAINING_CACHE": str(tmp_path / "cache")}
+    outputs = {}
+    for line in sh_lines[1:]:
+        r = subprocess.run(["bash", "-c", line], cwd=cwd, env=env, capture_output=True, text=True, timeout=1500)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, (line, r.stderr[-3000:])
+        outputs[line.split()[0]] = r.stdout
+    run = cwd / "runs" / "photos"
+    assert (run / "model.onnx").is_file() and (run / "checkpoints" / "best.ckpt").is_file()
+    names = __import__("json").loads((run / "labels_mapping.json").read_text())
+    first = outputs["classifier-predict"].splitlines()[0].split("\t")
+    assert first[0] == "photo.jpg" and first[1].split()[0] in str(names), outputs["classifier-predict"]
+    assert (cwd / "evaluation" / "photos" / "metrics.json").is_file()
+    r = subprocess.run([sys.executable, "-c", python], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[0] in str(names), r.stdout
