@@ -530,7 +530,8 @@ def test_unreadable_class_folder_is_named_not_taken_for_a_missing_class(data, mo
 def test_image_that_disappears_after_the_check_is_one_line(data):
     "Deleted between the check and the epoch that loads it: one line naming it (num_workers=0)."
     from classifier_training.test_utils import tiny_datamodule
-    dm = tiny_datamodule(data, check_workers=0, num_workers=0, batch_size=32, check_policy="skip")
+    dm = tiny_datamodule(data, check_workers=0, num_workers=0, batch_size=32, check_policy="skip",
+                         cache_images=False)  # a cached image would not be read again
     dm.setup()
     gone = dm.train_dataset.paths[0]
     gone.unlink()
