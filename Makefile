@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 CHROMIUM_FIX := apt-get install -y chromium
 
 .PHONY: install install-dev train test test-fast test-slow check-sync nbtest pytest docs outputs lab bench \
-	browser clean-run-outputs
+	browser clean-run-outputs bench-full
 
 $(STAMP): settings.ini setup.py constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -80,5 +80,8 @@ outputs: install-dev ## execute every notebook in place and keep its small outpu
 lab: install-dev ## JupyterLab on the project (prints the token URL)
 	$(BIN)/jupyter lab --notebook-dir=nbs --no-browser --ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-bench: install-dev ## every benchmark; writes bench/RESULTS.md
+bench: install-dev ## the benchmarks of bench/ (about 45 minutes on 2 cores); writes bench/RESULTS.md
 	$(PY) bench/run_all.py
+
+bench-full: install-dev ## every benchmark in its long form (hours); writes bench/RESULTS.md
+	$(PY) bench/run_all.py --full

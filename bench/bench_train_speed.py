@@ -1,15 +1,15 @@
 """Training throughput of the default recipe against the bare model step (issue "Speed").
 
 Four ways to do the same work (resnet10t, 32 px, batch 64, AdamW + warm-up/cosine, label smoothing; one
-"epoch" = `--steps` training steps then `--val-batches` no-grad validation batches, the default run's
-proportion of train to val):
+"epoch" = `--steps` training steps then `--val-batches` no-grad validation batches; by default a whole
+epoch of the default run, so that the once-per-epoch costs weigh what they weigh in the default run):
 
 - **a, bare step**: forward, loss, backward, optimizer step on ONE fixed batch (no data pipeline);
 - **b, + data**: the same loop fed by the real train/val DataLoaders of the data module (default workers);
 - **c, Trainer**: (b) inside `lightning.Trainer` with no callbacks, logger, checkpointing or progress bar;
-- **d, + callbacks**: (c) with the default callback set (`conf/callbacks/default.yaml`, minus the ONNX export,
-  which runs after the last epoch and is measured by bench_fixed_costs.py), the CSV logger and the atomic
-  (fsync) checkpoint writes of `classifier-train`.
+- **d, + callbacks**: the Trainer `classifier-train` builds (`build_callbacks`, `build_logger`,
+  `build_trainer`): the default callback set minus the ONNX export (it runs after the last epoch and is
+  measured by bench_fixed_costs.py), the CSV logger and the checkpoint writes.
 
 The four run in alternation, round after round (at least 3), so that load changes on a shared machine hit
 all alike; each figure is the fastest epoch of each variant (contention only ever adds time), with the ratios
@@ -17,9 +17,9 @@ of the medians printed beside; c and d time their epochs 1.. of a fit (epoch 0 h
 one-off warm-up). Ratios are throughput ratios (a's seconds / x's seconds). On a 2-core machine shared with
 other jobs, read the ratios, not the absolute images per second.
 
-    python bench/bench_train_speed.py                    # ~4 minutes
+    python bench/bench_train_speed.py                    # ~8 minutes
     python bench/bench_train_speed.py --rounds 5 --no-write
-    python bench/bench_train_speed.py --set data.cache_images=auto callbacks.confusion_matrix.every_n_epochs=3
+    python bench/bench_train_speed.py --only cd --after data.num_workers=1   # a change, side by side
 """
 from __future__ import annotations
 
@@ -39,13 +39,11 @@ from _harness import Figure, append_results  # noqa: E402
 
 import lightning.pytorch as pl  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
-from lightning.pytorch.loggers import CSVLogger  # noqa: E402
 
 import classifier_training  # noqa: E402
 from classifier_training.data.datamodule import ImageClassificationDataModule  # noqa: E402
-from classifier_training.checkpoints import AtomicCheckpointIO  # noqa: E402
-from classifier_training.training import build_datamodule, build_model  # noqa: E402
+from classifier_training.training import (build_callbacks, build_datamodule, build_logger,  # noqa: E402
+                                          build_model, build_trainer)
 from classifier_training.model import (ImageClassifier, warmup_cosine_factor,  # noqa: E402
                                        weight_decay_param_groups)
 
@@ -147,20 +145,22 @@ def run_data(dm, cfg, args) -> list[float]:
 
 
 def run_trainer(dm, cfg, args, callbacks: bool, overrides: list[str]) -> list[float]:
+    """c: a bare Trainer; d: the Trainer `classifier-train` builds (build_callbacks, build_logger,
+    build_trainer: the default callbacks, the CSV logger, the checkpoint writes) minus the ONNX export."""
     run = Path(tempfile.mkdtemp(prefix="bench_speed_"))
     clock = EpochClock()
+    limits = [f"trainer.max_epochs={args.epochs}", f"trainer.limit_train_batches={args.steps}",
+              f"trainer.limit_val_batches={args.val_batches}", "trainer.accelerator=cpu"]
     if callbacks:
-        cfg = default_config(overrides, run)
-        stack = [instantiate(node) for name, node in cfg.callbacks.items() if name != "onnx_export"]
-        extra = dict(logger=CSVLogger(run, name="logs", version=""), enable_progress_bar=True,
-                     enable_model_summary=True, plugins=[AtomicCheckpointIO()])  # as build_trainer
+        cfg = default_config([*overrides, *limits, "~callbacks.onnx_export"], run)
+        trainer = build_trainer(cfg, [clock, *build_callbacks(cfg)], build_logger(cfg))
     else:
-        stack, extra = [], dict(logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                                enable_model_summary=False)
-    trainer = pl.Trainer(max_epochs=args.epochs, default_root_dir=run, accelerator="cpu", devices=1,
-                         callbacks=[clock, *stack], limit_train_batches=args.steps,
-                         limit_val_batches=args.val_batches, num_sanity_val_steps=2,
-                         log_every_n_steps=cfg.trainer.log_every_n_steps, **extra)
+        trainer = pl.Trainer(max_epochs=args.epochs, default_root_dir=run, accelerator="cpu", devices=1,
+                             callbacks=[clock], limit_train_batches=args.steps,
+                             limit_val_batches=args.val_batches, num_sanity_val_steps=2,
+                             log_every_n_steps=cfg.trainer.log_every_n_steps, logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False)
     model = new_model(dm, cfg)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -173,8 +173,10 @@ def run_trainer(dm, cfg, args, callbacks: bool, overrides: list[str]) -> list[fl
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of a, b, c, d (>= 3)")
-    ap.add_argument("--steps", type=int, default=24, help="training steps per epoch")
-    ap.add_argument("--val-batches", type=int, default=4, help="validation batches per epoch")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="training steps per epoch (default: a whole epoch of the default run)")
+    ap.add_argument("--val-batches", type=int, default=None,
+                    help="validation batches per epoch (default: the whole val split)")
     ap.add_argument("--epochs", type=int, default=3, help="epochs per variant and round; epoch 0 is not timed")
     ap.add_argument("--set", nargs="*", default=[], help="config overrides (Hydra syntax) for all four")
     ap.add_argument("--after", nargs="*", default=[], help="overrides of the changes under test: adds "
@@ -189,6 +191,8 @@ def main(argv=None):
     tmp = Path(tempfile.mkdtemp(prefix="bench_speed_"))
     cfg = default_config(args.set, tmp)
     dm = build_data(cfg)
+    args.steps = args.steps or len(dm.train_dataloader())
+    args.val_batches = args.val_batches or len(dm.val_dataloader())
     images = args.steps * dm.batch_size + args.val_batches * dm.batch_size
     print(f"{args.steps} train steps + {args.val_batches} val batches of {dm.batch_size} per epoch; "
           f"{args.epochs} epochs x {args.rounds} rounds; torch threads {torch.get_num_threads()}; "

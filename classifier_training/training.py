@@ -90,9 +90,10 @@ def build_trainer(cfg: DictConfig, # a composed config (paths.run_dir resolved)
                   callbacks: list[pl.Callback], # from build_callbacks (plus the pipeline's own)
                   logger, # from build_logger
                  ) -> pl.Trainer:
-    "A Trainer for `cfg.trainer`, writing into the run folder, with atomic checkpoint saves."
+    "A Trainer for `cfg.trainer`, writing into the run folder; atomic checkpoint saves in a thread."
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelSummary
+    from lightning.pytorch.plugins.io import AsyncCheckpointIO
     from classifier_training.callbacks.model_info import LayerSummary
     from classifier_training.checkpoints import AtomicCheckpointIO
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
@@ -100,7 +101,7 @@ def build_trainer(cfg: DictConfig, # a composed config (paths.run_dir resolved)
             isinstance(c, ModelSummary) for c in callbacks):
         callbacks = [*callbacks, LayerSummary()]  # Lightning's table minus metrics and 0 FLOPs
     return pl.Trainer(**kwargs, default_root_dir=cfg.paths.run_dir, callbacks=callbacks,
-                      logger=logger, plugins=[AtomicCheckpointIO()])
+                      logger=logger, plugins=[AsyncCheckpointIO(AtomicCheckpointIO())])
 
 # %% ../nbs/42_training.ipynb #a2e7f0fd
 @dataclasses.dataclass

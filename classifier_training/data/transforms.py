@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -13,13 +14,14 @@ import torch
 from PIL import Image, ImageEnhance
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
 
 from ..core import ConfigError, PreprocessingConfig
 
 # %% auto #0
 __all__ = ['DEFAULT_BACKBONE', 'AUTO_AUGMENT_POLICIES', 'check_timm_name', 'preprocessing_for_backbone', 'EnsureRGB',
-           'ToNormalizedTensor', 'build_eval_transform', 'denormalize', 'RandomResizedCropPIL', 'ColorJitterPIL',
-           'build_train_transform']
+           'ToNormalizedTensor', 'ImageCompose', 'build_eval_transform', 'denormalize', 'RandomResizedCropPIL',
+           'ColorJitterPIL', 'build_train_transform']
 
 # %% ../../nbs/04_data.transforms.ipynb #bee68988
 _TIMM_DEFAULT_SIZE = 224
@@ -83,12 +85,16 @@ class ToNormalizedTensor(v2.Transform):
         super().__init__()
         self.mean = torch.tensor([float(m) for m in mean], dtype=torch.float32).view(-1, 1, 1)
         self.std = torch.tensor([float(s) for s in std], dtype=torch.float32).view(-1, 1, 1)
+        self._np_mean, self._np_std = self.mean.flatten().numpy(), self.std.flatten().numpy()
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> torch.Tensor:
-        if isinstance(inpt, Image.Image):
-            array = np.array(inpt, dtype=np.uint8)
-            if array.ndim == 2: array = array[:, :, None]
-            inpt = torch.from_numpy(array).permute(2, 0, 1)
+        if isinstance(inpt, Image.Image):  # the same float32 steps as below, in numpy
+            x = np.asarray(inpt, dtype=np.float32)
+            if x.ndim == 2: x = x[:, :, None]
+            x = x * np.float32(1.0 / 255)
+            x -= self._np_mean
+            x /= self._np_std
+            return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
         x = inpt.as_subclass(torch.Tensor).contiguous()
         x = (x.to(torch.float32).mul_(1.0 / 255) if not x.is_floating_point()
              else x.to(torch.float32, copy=True))
@@ -97,17 +103,40 @@ class ToNormalizedTensor(v2.Transform):
     def extra_repr(self) -> str:
         return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
 
+# %% ../../nbs/04_data.transforms.ipynb #14e60bbe
+_PLAIN_FORWARD = v2.Transform.forward
+_RANDOM_APPLY_FORWARD = v2.RandomHorizontalFlip.forward  # every step applied with probability p
+
+class ImageCompose(v2.Compose):
+    "v2.Compose that runs each step's make_params and transform directly on a single image."
+    def forward(self, *inputs: Any) -> Any:
+        if len(inputs) != 1 or not isinstance(inputs[0], (Image.Image, torch.Tensor)):
+            return super().forward(*inputs)
+        x = inputs[0]
+        for step in self.transforms:
+            forward = type(step).forward
+            if forward is _RANDOM_APPLY_FORWARD:
+                step.check_inputs([x])
+                if torch.rand(1) >= step.p: continue
+            elif forward is not _PLAIN_FORWARD or not isinstance(step, v2.Transform):
+                x = step(x)
+                continue
+            step.check_inputs([x])
+            x = step.transform(x, step.make_params([x]))
+        return x
+
 # %% ../../nbs/04_data.transforms.ipynb #1cfc1933
 _INTERPOLATION_MODES = {"nearest": InterpolationMode.NEAREST,
                         "bilinear": InterpolationMode.BILINEAR,
                         "bicubic": InterpolationMode.BICUBIC}
 
 def build_eval_transform(pre: PreprocessingConfig, # size, resize/crop, interpolation, mean/std
-                        ) -> v2.Compose:
+                        ) -> ImageCompose:
     "PIL image -> normalised (3, S, S) float tensor: shorter side resized, centre crop, normalised."
     mode = _INTERPOLATION_MODES[pre.interpolation]
-    return v2.Compose([EnsureRGB(), v2.Resize(pre.resize_size, interpolation=mode, antialias=True),
-                       v2.CenterCrop(pre.image_size), ToNormalizedTensor(pre.mean, pre.std)])
+    return ImageCompose([EnsureRGB(),
+                         v2.Resize(pre.resize_size, interpolation=mode, antialias=True),
+                         v2.CenterCrop(pre.image_size), ToNormalizedTensor(pre.mean, pre.std)])
 
 # %% ../../nbs/04_data.transforms.ipynb #c4713c9e
 def denormalize(images: torch.Tensor, # (..., 3, H, W) normalised images
@@ -122,7 +151,26 @@ def denormalize(images: torch.Tensor, # (..., 3, H, W) normalised images
 _PIL_RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
 
 class RandomResizedCropPIL(v2.RandomResizedCrop):
-    "torchvision's RandomResizedCrop; a PIL image is resampled straight from the crop box."
+    "torchvision's RandomResizedCrop, its draws in one torch.rand call; PIL cuts from the box."
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        height, width = TF.get_size(flat_inputs[0])
+        area, (lo, hi) = height * width, self.scale
+        log_lo, log_hi = math.log(self.ratio[0]), math.log(self.ratio[1])
+        u = torch.rand(40, dtype=torch.float64).tolist()  # 10 attempts x (area, ratio, top, left)
+        for k in range(0, 40, 4):
+            target_area = area * (lo + (hi - lo) * u[k])
+            aspect_ratio = math.exp(log_lo + (log_hi - log_lo) * u[k + 1])
+            w = int(round(math.sqrt(target_area * aspect_ratio)))
+            h = int(round(math.sqrt(target_area / aspect_ratio)))
+            if 0 < w <= width and 0 < h <= height:
+                top, left = int(u[k + 2] * (height - h + 1)), int(u[k + 3] * (width - w + 1))
+                return dict(top=top, left=left, height=h, width=w)
+        in_ratio = width / height  # torchvision's fallback: the centre crop within the ratio range
+        if in_ratio < min(self.ratio): w, h = width, int(round(width / min(self.ratio)))
+        elif in_ratio > max(self.ratio): w, h = int(round(height * max(self.ratio))), height
+        else: w, h = width, height
+        return dict(top=(height - h) // 2, left=(width - w) // 2, height=h, width=w)
+
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if not isinstance(inpt, Image.Image): return super().transform(inpt, params)
         top, left, height, width = params["top"], params["left"], params["height"], params["width"]
@@ -163,7 +211,7 @@ def build_train_transform(pre: PreprocessingConfig, # image size, interpolation,
                           random_erasing: float = 0.0, # random erasing probability; 0 = off
                           scale: Sequence[float] = (0.6, 1.0), # crop area, share of the image
                           ratio: Sequence[float] = (3 / 4, 4 / 3), # crop aspect-ratio range
-                         ) -> v2.Compose:
+                         ) -> ImageCompose:
     "PIL image -> augmented, normalised (3, S, S) float tensor for training."
     scale, ratio = _pair(scale, "scale"), _pair(ratio, "ratio")
     if scale[1] > 1:
@@ -191,4 +239,4 @@ def build_train_transform(pre: PreprocessingConfig, # image size, interpolation,
         steps.append(v2.TrivialAugmentWide(interpolation=interpolation))
     steps.append(ToNormalizedTensor(pre.mean, pre.std))
     if random_erasing: steps.append(v2.RandomErasing(p=float(random_erasing)))
-    return v2.Compose(steps)
+    return ImageCompose(steps)
