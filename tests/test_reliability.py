@@ -407,7 +407,7 @@ def _assert_same_training_state(a: dict, b: dict):
         diff = [n for n in a[key] if not torch.equal(a[key][n], b[key][n])]
         assert not diff, f"{key} differs in {len(diff)} tensors, e.g. {diff[:3]}"
         assert _state_hash(a, key) == _state_hash(b, key)
-    assert int(a["averaging_state"]["n_averaged"]) == int(b["averaging_state"]["n_averaged"]) == (a["global_step"] + 1) // 2
+    assert int(a["averaging_state"]["n_averaged"]) == int(b["averaging_state"]["n_averaged"]) == a["global_step"]
     for sa, sb in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values()):
         for k in sa:
             if torch.is_tensor(sa[k]): assert torch.equal(sa[k], sb[k]), f"optimizer state {k} differs"
