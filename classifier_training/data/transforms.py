@@ -114,7 +114,7 @@ class ImageCompose(v2.Compose):
             return super().forward(*inputs)
         x = inputs[0]
         for step in self.transforms:
-            forward = type(step).forward
+            forward = getattr(type(step), "forward", None)  # a plain callable has none
             if forward is _RANDOM_APPLY_FORWARD:
                 step.check_inputs([x])
                 if torch.rand(1) >= step.p: continue
