@@ -85,7 +85,10 @@ class ToNormalizedTensor(v2.Transform):
         super().__init__()
         self.mean = torch.tensor([float(m) for m in mean], dtype=torch.float32).view(-1, 1, 1)
         self.std = torch.tensor([float(s) for s in std], dtype=torch.float32).view(-1, 1, 1)
-        self._np_mean, self._np_std = self.mean.flatten().numpy(), self.std.flatten().numpy()
+        # numpy copies, not views: sharing a tensor with another process (DataLoader workers, DDP
+        # spawn) moves its storage, and a view of the old storage would read freed memory
+        self._np_mean = np.array([float(m) for m in mean], dtype=np.float32)
+        self._np_std = np.array([float(s) for s in std], dtype=np.float32)
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> torch.Tensor:
         if isinstance(inpt, Image.Image):  # the same float32 steps as below, in numpy
