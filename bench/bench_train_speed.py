@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import shutil
 import statistics
 import sys
 import tempfile
@@ -167,6 +168,7 @@ def run_trainer(dm, cfg, args, callbacks: bool, overrides: list[str]) -> list[fl
         trainer.fit(model, datamodule=dm)
     clock.cpu = clock.cpu_epochs()
     run_trainer.last_cpu = clock.cpu
+    shutil.rmtree(run, ignore_errors=True)  # two ~80 MB checkpoints per fit
     return clock.epochs()
 
 
