@@ -53,7 +53,7 @@ class SampleVisualizationCallback(ArtifactCallback):
                  per_epoch: bool = True, # grids under epochs/epoch_NNN/ after each validation epoch
                  cell_size: int = 128, # side of each image in the grids, in pixels
                  background: bool = True, # draw and save the PNGs on the shared writer thread
-                 every_n_epochs: int = 1, # per-epoch grids every n-th epoch; the last one always
+                 every_n_epochs: int = 3, # per-epoch grids every n-th epoch; the last one always
                  cam: bool = False, # also write the grids with Grad-CAM overlays (*_cam.png)
                  cam_min_side: int = 4, # smallest CAM map side, in cells (cam.cam_target_layer)
                 ):
