@@ -8,12 +8,15 @@ a `Figure` record per measured number, and one function that appends a section t
 """
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import datetime
 import os
 import platform
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -134,3 +137,10 @@ def append_results(title: str, figures: Sequence[Figure], notes: str = "", path:
     if notes: lines += [notes.strip(), ""]
     old = path.read_text() if path.exists() else "# Benchmark results\n\nEach section is appended by a script in bench/.\n\n"
     return atomic_write_text(path, old.rstrip("\n") + "\n\n" + "\n".join(lines))
+
+
+def scratch_dir(prefix: str) -> Path:
+    "A new temp folder, removed when the script exits: bench runs write run folders and ~80 MB checkpoints."
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, True)
+    return path

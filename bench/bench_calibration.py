@@ -20,13 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import Figure, append_results  # noqa: E402
+from _harness import Figure, append_results, scratch_dir  # noqa: E402
 
 from classifier_training.config import compose_config  # noqa: E402
 from classifier_training.training import train  # noqa: E402
@@ -86,7 +85,7 @@ def main() -> int:
                                           "metrics.json and calibration.json instead of training again")
     ap.add_argument("--no-write", action="store_true", help="print only; do not append to RESULTS.md")
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bench_calibration_"))
+    work = scratch_dir("bench_calibration_")
     common = ["trainer.enable_progress_bar=false", "callbacks.onnx_export.latency_repeats=0"]
     sample = common + ([f"trainer.max_epochs={args.epochs}"] if args.epochs else [])
     figs, notes = [], []

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -35,7 +34,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import Figure, Timing, append_results  # noqa: E402
+from _harness import Figure, Timing, append_results, scratch_dir  # noqa: E402
 
 import lightning.pytorch as pl  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
@@ -80,7 +79,7 @@ def new_model(dm, args) -> ImageClassifier:
 
 def run_lightning(dm, args, with_stack: bool) -> dict:
     "One fit; per-epoch seconds, and the seconds spent before the first epoch and after the last."
-    run = Path(tempfile.mkdtemp(prefix="bench_cb_"))
+    run = scratch_dir("bench_cb_")
     clock = EpochClock()
     callbacks = [clock, *(stack_callbacks(run) if with_stack else [])]
     extra = dict(logger=CSVLogger(run, name="logs", version=""), enable_progress_bar=True) if with_stack else \
@@ -135,7 +134,7 @@ def main(argv=None):
     if args.threads: torch.set_num_threads(args.threads)
     rounds = args.rounds or (1 if args.quick else 2)
     if args.quick:
-        root = write_sample_subset(Path(tempfile.mkdtemp(prefix="bench_cb_data_")) / "data", per_class=30)
+        root = write_sample_subset(scratch_dir("bench_cb_data_") / "data", per_class=30)
         args.backbone, batch_size = "test_resnet", 32
     else:  # what `classifier-train` does by default: the whole embedded sample, resnet10t, 32 px, batch 64
         root, args.backbone, batch_size = None, "resnet10t", 64

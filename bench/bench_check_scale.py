@@ -23,7 +23,6 @@ import concurrent.futures
 import os
 import shutil
 import sys
-import tempfile
 import time
 import tracemalloc
 import warnings
@@ -33,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import Figure, append_results, machine  # noqa: E402
+from _harness import Figure, append_results, machine, scratch_dir  # noqa: E402
 
 from classifier_training.data.check import _available_cores, check_dataset, check_files  # noqa: E402
 from classifier_training.data.datamodule import read_check_cache, write_check_cache  # noqa: E402
@@ -109,7 +108,7 @@ def main():
     parser.add_argument("--no-write", action="store_true", help="print only; do not append to bench/RESULTS.md")
     args = parser.parse_args()
     cores = _available_cores()
-    tmp = Path(tempfile.mkdtemp(prefix="bench_scale_"))
+    tmp = scratch_dir("bench_scale_")
     try:
         print(machine())
         results = []

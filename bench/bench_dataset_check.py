@@ -25,12 +25,11 @@ import argparse
 import os
 import shutil
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import Figure, append_results, machine, time_it  # noqa: E402
+from _harness import Figure, append_results, machine, time_it, scratch_dir  # noqa: E402
 
 from classifier_training.data.check import _available_cores, check_dataset, check_files  # noqa: E402
 from classifier_training.data.datasets import load_image_rgb, scan_dataset  # noqa: E402
@@ -57,7 +56,7 @@ def main():
     parser.add_argument("--no-write", action="store_true", help="print only; do not append to bench/RESULTS.md")
     args = parser.parse_args()
     per_class, repeats = (20, 2) if args.quick else (args.per_class, args.repeats)
-    tmp = Path(tempfile.mkdtemp(prefix="bench_check_"))
+    tmp = scratch_dir("bench_check_")
     try:
         root = write_sample_subset(tmp / "data", per_class=per_class)
         index = scan_dataset(root, verbose=False)

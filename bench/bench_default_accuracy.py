@@ -14,11 +14,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import Figure, append_results  # noqa: E402
+from _harness import Figure, append_results, scratch_dir  # noqa: E402
 from sweep_defaults import run_one  # noqa: E402
 
 ACCURACY_AIM = 0.87
@@ -32,7 +31,7 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", metavar="DIR", help="keep the run folders under DIR")
     ap.add_argument("--no-write", action="store_true", help="print only; do not append to bench/RESULTS.md")
     args = ap.parse_args(argv)
-    base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="default_accuracy_"))
+    base = Path(args.keep) if args.keep else scratch_dir("default_accuracy_")
     rows = [run_one("default", args.set, seed, base / f"seed{seed}", None, None) for seed in args.seeds]
     done = [r for r in rows if r.get("test_top1") is not None]
     if not done:

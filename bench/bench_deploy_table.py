@@ -22,12 +22,11 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 from contextlib import redirect_stdout
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import Figure, append_results  # noqa: E402
+from _harness import Figure, append_results, scratch_dir  # noqa: E402
 from bench_calibration import write_digits  # noqa: E402
 
 from classifier_training.config import compose_config  # noqa: E402
@@ -56,7 +55,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1, help="--threads of classifier-evaluate (each runtime)")
     ap.add_argument("--no-write", action="store_true", help="print only; do not append to RESULTS.md")
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bench_deploy_"))
+    work = scratch_dir("bench_deploy_")
     sample = write_sample_subset(work / "sample", per_class=None)
     run = Path(args.run) if args.run else train_run(sample, work / "run", args.epochs)
     for f in ("model.onnx", "model.int8.onnx", "checkpoints/best.ckpt"):

@@ -24,12 +24,11 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import Figure, append_results  # noqa: E402
+from _harness import Figure, append_results, scratch_dir  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -127,7 +126,7 @@ def main(argv=None):
     figures, notes = [], []
     model = image = None
     if not args.no_train:
-        tmp = Path(tempfile.mkdtemp(prefix="bench_fixed_"))
+        tmp = scratch_dir("bench_fixed_")
         run = default_run(tmp / "run", args.set)
         model = tmp / "run" / "model.onnx"
         total = run["total"]

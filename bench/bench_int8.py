@@ -23,12 +23,11 @@ from __future__ import annotations
 import argparse
 import io
 import sys
-import tempfile
 from contextlib import redirect_stdout
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import Figure, append_results  # noqa: E402
+from _harness import Figure, append_results, scratch_dir  # noqa: E402
 from bench_calibration import write_digits  # noqa: E402
 
 from classifier_training.config import compose_config  # noqa: E402
@@ -99,7 +98,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=10, help="timed runs per latency figure (median)")
     ap.add_argument("--no-write", action="store_true", help="print only; do not append to RESULTS.md")
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bench_int8_"))
+    work = scratch_dir("bench_int8_")
     quiet = ["trainer.enable_progress_bar=false", "callbacks=minimal", "callbacks.onnx_export.latency_repeats=0"]
     sample = write_sample_subset(work / "sample", per_class=None)
     ckpt = (Path(args.default_checkpoint) if args.default_checkpoint else

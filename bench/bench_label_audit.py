@@ -18,14 +18,13 @@ import argparse
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import Figure, append_results  # noqa: E402
+from _harness import Figure, append_results, scratch_dir  # noqa: E402
 
 from classifier_training.audit import main as audit_main  # noqa: E402
 from classifier_training.data.datamodule import SAMPLE_CROP_PCT, SAMPLE_IMAGE_SIZE  # noqa: E402
@@ -59,7 +58,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--no-write", action="store_true")
     args, overrides = ap.parse_known_args()
-    work = Path(tempfile.mkdtemp(prefix="bench_audit_"))
+    work = scratch_dir("bench_audit_")
     try:
         root, planted = flipped_copy(work, args.fraction, args.seed)
         t0, c0 = time.perf_counter(), os.times()

@@ -41,8 +41,8 @@ from PIL import Image  # noqa: E402
 
 from classifier_training.data.sample import load_sample_arrays  # noqa: E402
 from classifier_training.data.transforms import build_eval_transform, preprocessing_for_backbone  # noqa: E402
-from classifier_training.model import (ImageClassifier, build_backbone, warmup_cosine_factor,  # noqa: E402
-                                       weight_decay_param_groups)
+from classifier_training.model import (ImageClassifier, build_backbone, build_optimizer,  # noqa: E402
+                                       warmup_cosine_factor, weight_decay_param_groups)
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", ".*LeafSpec.*")
@@ -109,7 +109,7 @@ def run_plain(args, x, y, seed: int) -> tuple[float, float]:
     torch.manual_seed(seed)
     device = torch.device("cuda" if args.device == "cuda" else "cpu")
     net = build_backbone(args.backbone, 10).to(device).train()
-    opt = torch.optim.AdamW(weight_decay_param_groups(net, 0.05), lr=args.lr)
+    opt = build_optimizer(weight_decay_param_groups(net, 0.05), "adamw", lr=args.lr)
     warmup = round(0.2 * args.steps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine_factor(s, warmup, args.steps, 0.01))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)

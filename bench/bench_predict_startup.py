@@ -10,14 +10,13 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
-from _harness import Figure, append_results  # noqa: E402
+from _harness import Figure, append_results, scratch_dir  # noqa: E402
 
 CONSOLE = "import sys; from classifier_training.predict import main; sys.argv[0] = 'classifier-predict'; sys.exit(main())"
 
@@ -37,7 +36,7 @@ def main() -> int:
     ap.add_argument("--before", help="an earlier git revision to measure beside this checkout")
     ap.add_argument("--repeats", type=int, default=7)
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bench_predict_"))
+    work = scratch_dir("bench_predict_")
     sys.path.insert(0, str(ROOT))
     from classifier_training.test_utils import tiny_trained_export
     demo = tiny_trained_export(work / "demo", per_class=2, test_per_class=1)

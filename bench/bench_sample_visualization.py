@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 import types
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import Figure, append_results  # noqa: E402
+from _harness import Figure, append_results, scratch_dir  # noqa: E402
 
 from classifier_training.callbacks.sample_visualization import SampleVisualizationCallback  # noqa: E402
 from classifier_training.config import compose_config  # noqa: E402
@@ -70,7 +69,7 @@ def main() -> None:
     samples = cb._select_samples(cb._samples["val"])
     rank = types.SimpleNamespace(all_gather=lambda top: top)  # one process: the gather is identity
     entries = cb._gather_top("val", rank)
-    out = Path(tempfile.mkdtemp(prefix="bench_viz_"))
+    out = scratch_dir("bench_viz_")
     draw = lambda: cb._draw(samples, entries, dm.val_dataset, names, pre, out, "val")
     cams = cb._cam_images(model, samples, entries, dm.val_dataset, pre)
     cam = lambda: cb._cam_images(model, samples, entries, dm.val_dataset, pre)

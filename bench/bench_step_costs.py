@@ -5,6 +5,7 @@ Each piece of the default run (the embedded sample, resnet10t, 32 px, batch 64) 
 and put beside the training step it rides on:
 
 - the bare training step (forward, loss, backward, AdamW), NCHW and channels_last;
+- the AdamW update alone: PyTorch's default for-loop on CPU and the fused kernel `build_optimizer` picks;
 - loading one batch (decode + train transform + collate) from the files and from the decoded-image cache;
 - one EMA update of the weights (`EMACallback`, what runs after every optimizer step);
 - one epoch's figures: the confusion matrix (1 PNG) and the training-history curves (4 PNGs);
@@ -20,21 +21,20 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import Figure, append_results  # noqa: E402
+from _harness import Figure, append_results, scratch_dir  # noqa: E402
 
 from bench_train_speed import build_data, default_config, new_model  # noqa: E402
 from classifier_training.callbacks.training_history import HISTORY_PLOTS, plot_history  # noqa: E402
 from classifier_training.checkpoints import AtomicCheckpointIO  # noqa: E402
 from classifier_training.data.datamodule import collate_classification  # noqa: E402
 from classifier_training.data.datasets import ImageClassificationDataset  # noqa: E402
-from classifier_training.model import weight_decay_param_groups  # noqa: E402
+from classifier_training.model import build_optimizer, weight_decay_param_groups  # noqa: E402
 from classifier_training.reports import plot_confusion_matrix, save_figure  # noqa: E402
 
 
@@ -52,7 +52,7 @@ def main(argv=None):
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    tmp = Path(tempfile.mkdtemp(prefix="bench_costs_"))
+    tmp = scratch_dir("bench_costs_")
     cfg = default_config([], tmp)
     dm = build_data(cfg)
     bs = dm.batch_size
@@ -62,7 +62,7 @@ def main(argv=None):
     def stepper(channels_last: bool):
         model = new_model(dm, cfg)
         if channels_last: model.backbone.to(memory_format=torch.channels_last)
-        opt = torch.optim.AdamW(weight_decay_param_groups(model, 0.05), lr=3e-3)
+        opt = build_optimizer(weight_decay_param_groups(model, 0.05), "adamw", lr=3e-3)
         x = batch["images"].contiguous(memory_format=torch.channels_last) if channels_last else batch["images"]
         def step():
             opt.zero_grad(set_to_none=True)
@@ -86,6 +86,8 @@ def main(argv=None):
     def history_figures():
         for name, keys in HISTORY_PLOTS.items():
             save_figure(plot_history(rows, keys, title=name), tmp / f"{name}.png", 100)
+    updates = {"for-loop": torch.optim.AdamW(weight_decay_param_groups(model, 0.05), lr=3e-3),
+               "fused": build_optimizer(weight_decay_param_groups(model, 0.05), "adamw", lr=3e-3)}
     opt_state = torch.optim.AdamW(model.parameters())
     model.criterion(model.backbone(batch["images"][:2]), batch["labels"][:2]).backward(); opt_state.step()
     ckpt = {"state_dict": model.state_dict(), "optimizer_states": [opt_state.state_dict()],
@@ -100,6 +102,8 @@ def main(argv=None):
               "load a batch from the files (decode + transform)": (lambda: cpu(load(files))),
               "load a batch from the cache (transform)": (lambda: cpu(load(cached))),
               "EMA update (one, all weights and buffers)": (lambda: cpu(lambda: ema.update_parameters(model), 10)),
+              "AdamW update, for-loop (PyTorch's CPU default)": (lambda: cpu(updates["for-loop"].step, 10)),
+              "AdamW update, fused (build_optimizer)": (lambda: cpu(updates["fused"].step, 10)),
               "confusion-matrix figure (1 PNG)": (lambda: cpu(cm_figure)),
               "training-history figures (4 PNGs)": (lambda: cpu(history_figures)),
               "checkpoint save (atomic, fsync; CPU)": (lambda: cpu(save_ckpt))}
@@ -113,6 +117,8 @@ def main(argv=None):
     per_epoch = {"load a batch from the files (decode + transform)": train_batches,
                  "load a batch from the cache (transform)": train_batches,
                  "EMA update (one, all weights and buffers)": train_batches,
+                 "AdamW update, for-loop (PyTorch's CPU default)": train_batches,
+                 "AdamW update, fused (build_optimizer)": train_batches,
                  "confusion-matrix figure (1 PNG)": 1, "training-history figures (4 PNGs)": 1,
                  "checkpoint save (atomic, fsync; CPU)": 2}
     figures = []

@@ -28,7 +28,6 @@ import functools
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -36,7 +35,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import Figure, append_results  # noqa: E402
+from _harness import Figure, append_results, scratch_dir  # noqa: E402
 
 import lightning.pytorch as pl  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
@@ -45,7 +44,7 @@ import classifier_training  # noqa: E402
 from classifier_training.data.datamodule import ImageClassificationDataModule  # noqa: E402
 from classifier_training.training import (build_callbacks, build_datamodule, build_logger,  # noqa: E402
                                           build_model, build_trainer)
-from classifier_training.model import (ImageClassifier, warmup_cosine_factor,  # noqa: E402
+from classifier_training.model import (ImageClassifier, build_optimizer, warmup_cosine_factor,  # noqa: E402
                                        weight_decay_param_groups)
 
 CONF = Path(classifier_training.__file__).resolve().parent / "conf"
@@ -104,10 +103,11 @@ def plain_epoch(model, opt, sched, train_batches, val_batches) -> float:
 
 
 def plain_setup(dm, cfg, total_steps: int):
-    "Model, AdamW on the weight-decay groups and the warm-up/cosine schedule, as configure_optimizers."
+    "Model, the optimizer (build_optimizer) on the weight-decay groups and the warm-up/cosine schedule, as configure_optimizers."
     model = new_model(dm, cfg)
     h = model.hparams
-    opt = torch.optim.AdamW(weight_decay_param_groups(model, h.weight_decay), lr=h.lr)
+    opt = build_optimizer(weight_decay_param_groups(model, h.weight_decay), h.optimizer, lr=h.lr,
+                          momentum=h.momentum)
     factor = functools.partial(warmup_cosine_factor, warmup_steps=total_steps // 3, total_steps=total_steps,
                                min_lr_ratio=h.min_lr_ratio)
     return model, opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
@@ -148,7 +148,7 @@ def run_data(dm, cfg, args) -> list[float]:
 def run_trainer(dm, cfg, args, callbacks: bool, overrides: list[str]) -> list[float]:
     """c: a bare Trainer; d: the Trainer `classifier-train` builds (build_callbacks, build_logger,
     build_trainer: the default callbacks, the CSV logger, the checkpoint writes) minus the ONNX export."""
-    run = Path(tempfile.mkdtemp(prefix="bench_speed_"))
+    run = scratch_dir("bench_speed_")
     clock = EpochClock()
     limits = [f"trainer.max_epochs={args.epochs}", f"trainer.limit_train_batches={args.steps}",
               f"trainer.limit_val_batches={args.val_batches}", "trainer.accelerator=cpu"]
@@ -190,7 +190,7 @@ def main(argv=None):
     ap.add_argument("--no-write", action="store_true", help="print only; do not append to bench/RESULTS.md")
     args = ap.parse_args(argv)
     if args.threads: torch.set_num_threads(args.threads)
-    tmp = Path(tempfile.mkdtemp(prefix="bench_speed_"))
+    tmp = scratch_dir("bench_speed_")
     cfg = default_config(args.set, tmp)
     dm = build_data(cfg)
     args.steps = args.steps or len(dm.train_dataloader())

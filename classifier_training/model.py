@@ -29,8 +29,9 @@ from .data.transforms import (DEFAULT_BACKBONE, check_timm_name,
 from .random_state import RNG_STATES_KEY, capture_rng_states, restore_rng_states
 
 # %% auto #0
-__all__ = ['LOSSES', 'OPTIMIZERS', 'build_backbone', 'focal_loss', 'warmup_cosine_factor', 'weight_decay_param_groups',
-           'NonFiniteLossError', 'check_model_arguments', 'ImageClassifier']
+__all__ = ['LOSSES', 'OPTIMIZERS', 'FUSED_OPTIMIZER_DEVICES', 'build_backbone', 'focal_loss', 'warmup_cosine_factor',
+           'weight_decay_param_groups', 'NonFiniteLossError', 'build_optimizer', 'check_model_arguments',
+           'ImageClassifier']
 
 # %% ../nbs/10_model.ipynb #76bebe71
 def build_backbone(name: str, # timm model name, e.g. "resnet18" or "convnext_tiny.fb_in22k"
@@ -137,6 +138,23 @@ LOSSES = ("cross_entropy", "focal")
 
 # %% ../nbs/10_model.ipynb #8177ed7c
 OPTIMIZERS = ("adamw", "sgd")
+
+# %% ../nbs/10_model.ipynb #cad16a03
+FUSED_OPTIMIZER_DEVICES = ("cpu", "cuda", "mps", "xpu")
+
+def build_optimizer(groups: list[dict], # parameter groups, e.g. weight_decay_param_groups(...)
+                    name: str = "adamw", # one of OPTIMIZERS
+                    lr: float = 1e-3, # learning rate
+                    momentum: float = 0.9, # sgd only (Nesterov when > 0)
+                   ) -> torch.optim.Optimizer:
+    "AdamW or SGD on `groups`, with PyTorch's fused kernel when every parameter allows it."
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"model.optimizer={name!r}: use one of {', '.join(OPTIMIZERS)}")
+    params = [p for g in groups for p in g["params"]]
+    fused = all(p.is_floating_point() and p.device.type in FUSED_OPTIMIZER_DEVICES for p in params)
+    fused = True if fused and params else None
+    if name == "adamw": return torch.optim.AdamW(groups, lr=lr, fused=fused)
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0, fused=fused)
 
 # %% ../nbs/10_model.ipynb #7cb8c9d8
 def _eval_metrics(num_classes: int, prefix: str) -> MetricCollection:
@@ -411,10 +429,7 @@ class ImageClassifier(pl.LightningModule):
         h = self.hparams
         no_decay = [f"backbone.{n}" for n in getattr(self.backbone, "no_weight_decay", tuple)()]
         groups = weight_decay_param_groups(self, h.weight_decay, no_decay)
-        if h.optimizer == "adamw":
-            opt = torch.optim.AdamW(groups, lr=h.lr)
-        else:
-            opt = torch.optim.SGD(groups, lr=h.lr, momentum=h.momentum, nesterov=h.momentum > 0)
+        opt = build_optimizer(groups, h.optimizer, lr=h.lr, momentum=h.momentum)
         warmup, total = self._schedule_steps()
         factor = functools.partial(warmup_cosine_factor, warmup_steps=warmup, total_steps=total,
                                    min_lr_ratio=h.min_lr_ratio)
