@@ -5,8 +5,10 @@
 # %% ../nbs/90_test_utils.ipynb #f631c5a1
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
 import tempfile
 import types
 import warnings
@@ -24,22 +26,51 @@ from .export import export_onnx
 from .model import ImageClassifier
 
 # %% auto #0
-__all__ = ['TINY_CLASSES', 'TINY_BACKBONE', 'TINY_IMAGE_SIZE', 'tiny_dataset', 'tiny_datamodule', 'tiny_module', 'tiny_trainer',
-           'ForwardCounter', 'tiny_trained_export']
+__all__ = ['SCRATCH_PREFIX', 'TINY_CLASSES', 'TINY_BACKBONE', 'TINY_IMAGE_SIZE', 'scratch_folder', 'tiny_dataset',
+           'tiny_datamodule', 'tiny_module', 'tiny_trainer', 'ForwardCounter', 'tiny_trained_export']
+
+# %% ../nbs/90_test_utils.ipynb #8f805cd0
+SCRATCH_PREFIX = "ct_scratch_"
+_scratch_root: Path | None = None
+
+def _process_alive(pid: int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    return True
+
+def _remove_stale_scratch(parent: Path):
+    "Remove the scratch folders, owned by this user, of processes that have ended."
+    for folder in parent.glob(f"{SCRATCH_PREFIX}*"):
+        pid = folder.name[len(SCRATCH_PREFIX):]
+        if not pid.isdigit() or folder.is_symlink() or folder.stat().st_uid != os.getuid(): continue
+        if not _process_alive(int(pid)): shutil.rmtree(folder, ignore_errors=True)
+
+def scratch_folder(prefix: str = "ct_", # start of the folder's name
+                  ) -> Path:
+    "A new empty folder in this process's scratch folder (removed at exit or by the next process)."
+    global _scratch_root
+    root = Path(tempfile.gettempdir()) / f"{SCRATCH_PREFIX}{os.getpid()}"
+    if _scratch_root != root or not root.is_dir():
+        _remove_stale_scratch(root.parent)
+        root.mkdir(mode=0o700, exist_ok=True)
+        if _scratch_root != root: atexit.register(shutil.rmtree, root, True)
+        _scratch_root = root
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
 
 # %% ../nbs/90_test_utils.ipynb #b4bf80a6
 TINY_CLASSES = ("Bag", "Sneaker", "Trouser")
 TINY_BACKBONE = "test_resnet"  # timm's 0.37 M-parameter test ResNet (batch norm, a `fc` head)
 TINY_IMAGE_SIZE = 32
 
-def tiny_dataset(dest: str | os.PathLike | None = None, # folder to create; None: a new temp folder
+def tiny_dataset(dest: str | os.PathLike | None = None, # folder to create; None: a scratch folder
                  per_class: int = 4, # images per class and split
                  format: str = "folders", # 'folders', 'jsonl', 'csv' or 'flat'
                  classes: Sequence[str] | None = TINY_CLASSES, # sample classes; None: all ten
                  splits: Sequence[str] = SAMPLE_SPLITS, # splits to write
                 ) -> Path:
     "A few dozen real sample images in one of the dataset layouts; returns the dataset root."
-    dest = Path(tempfile.mkdtemp(prefix="ct_tiny_")) / "data" if dest is None else Path(dest)
+    dest = scratch_folder("ct_tiny_") / "data" if dest is None else Path(dest)
     return write_sample_subset(dest, per_class=per_class, splits=tuple(splits), format=format,
                                classes=tuple(classes) if classes is not None else None)
 
@@ -49,8 +80,8 @@ def tiny_datamodule(root: str | os.PathLike | None = None, # dataset folder; Non
                    ) -> ImageClassificationDataModule:
     "The library's datamodule on a tiny dataset: 32 px, batches of 4, quiet, its own cache folder."
     root = tiny_dataset() if root is None else Path(root)
-    defaults = dict(image_size=TINY_IMAGE_SIZE, batch_size=4, backbone=TINY_BACKBONE, verbose=False,
-                    cache_dir=Path(tempfile.mkdtemp(prefix="ct_tiny_cache_")))
+    defaults = dict(image_size=TINY_IMAGE_SIZE, batch_size=4, backbone=TINY_BACKBONE, verbose=False)
+    if "cache_dir" not in kwargs: defaults["cache_dir"] = scratch_folder("ct_tiny_cache_")
     return ImageClassificationDataModule(root, **{**defaults, **kwargs})
 
 # %% ../nbs/90_test_utils.ipynb #a1f46511
