@@ -18,7 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = {"confusion_matrix.png": "confusion_matrix.png", "sample_predictions.png": "sample_predictions.png",
           "top_losses.png": "top_losses.png", "training_history/acc_top1.png": "training_history_acc_top1.png",
-          "training_history/loss.png": "training_history_loss.png"}
+          "training_history/loss.png": "training_history_loss.png",
+          "reliability_diagram.png": "reliability_diagram.png", "risk_coverage.png": "risk_coverage.png"}
 
 
 def human(n: int) -> str:
