@@ -80,7 +80,7 @@ outputs: install-dev ## execute every notebook in place and keep its small outpu
 lab: install-dev ## JupyterLab on the project (prints the token URL)
 	$(BIN)/jupyter lab --notebook-dir=nbs --no-browser --ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-bench: install-dev ## the benchmarks of bench/ (about 45 minutes on 2 cores); writes bench/RESULTS.md
+bench: install-dev ## the benchmarks of bench/ (about 30 minutes on 2 cores); writes bench/RESULTS.md
 	$(PY) bench/run_all.py
 
 bench-full: install-dev ## every benchmark in its long form (hours); writes bench/RESULTS.md

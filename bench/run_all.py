@@ -3,7 +3,7 @@
 Each script measures ratios side by side in one process (no timed unit tests) and appends its section
 to RESULTS.md through bench/_harness.py; this runner starts the file afresh so it holds the last run
 only (sections of scripts it left out are carried over, with their own dates), then prints every figure
-with its aim and whether it is met. The whole run takes about 45 minutes on 2 cores; --full runs every
+with its aim and whether it is met. The whole run takes about 30 minutes on 2 cores; --full runs every
 script in its long form.
 """
 import argparse
@@ -29,7 +29,7 @@ def kept_sections(text: str) -> str:
 
 # (script, arguments of the `make bench` run, arguments of --full; None: the script runs with --full only).
 # `make bench` holds what the issue "Speed" asks for from one run (the speed ratios, the fixed costs, the
-# 5-seed accuracy of the default run, the check at scale) and the quick figures: about 45 minutes on 2
+# 5-seed accuracy of the default run, the check at scale) and the quick figures: about 30 minutes on 2
 # cores. --full adds the long ones (two calibration runs, the INT8 runs, DDP, the deployment table).
 SCRIPTS = [
     ("bench_help_time.py", ["--repeats", "5"], ["--repeats", "5"]),
@@ -69,7 +69,7 @@ def main() -> int:
     ap.add_argument("--full", action="store_true", help="every script, in its long form (hours)")
     ap.add_argument("--only", nargs="*", help="run only these scripts (file names)")
     args = ap.parse_args()
-    header = ("# Benchmark results\n\nThe last `make bench` run; each section below is written by one script in bench/. The figures are ratios measured side by side, but on a machine that shares its cores with other virtual machines a single run still moves by 10-30 % (the same dataset check measured 10,000 and 6,000 images/s in two runs an hour apart); the training-speed figures are the fastest of several interleaved whole epochs for that reason. `make bench` runs the scripts the speed issue asks for and the quick ones (about 45 minutes on 2 cores); `--full` runs every script and repeats more.\n\n")
+    header = ("# Benchmark results\n\nThe last `make bench` run; each section below is written by one script in bench/. The figures are ratios measured side by side, but on a machine that shares its cores with other virtual machines a single run still moves by 10-30 % (the same dataset check measured 10,000 and 6,000 images/s in two runs an hour apart); the training-speed figures are the fastest of several interleaved whole epochs for that reason. `make bench` runs the scripts the speed issue asks for and the quick ones (about 30 minutes on 2 cores); `--full` runs every script and repeats more.\n\n")
     header += "Machine: " + ", ".join(f"{k} {v}" for k, v in machine().items()) + "\n"
     old = RESULTS_PATH.read_text() if RESULTS_PATH.is_file() else ""
     kept = kept_sections(old)
