@@ -9,6 +9,7 @@ import atexit
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import types
 import warnings
@@ -51,12 +52,15 @@ def scratch_folder(prefix: str = "ct_", # start of the folder's name
     "A new empty folder in this process's scratch folder (removed at exit or by the next process)."
     global _scratch_root
     root = Path(tempfile.gettempdir()) / f"{SCRATCH_PREFIX}{os.getpid()}"
-    if _scratch_root != root or not root.is_dir():
+    if _scratch_root is None or not _scratch_root.is_dir():
         _remove_stale_scratch(root.parent)
         root.mkdir(mode=0o700, exist_ok=True)
-        if _scratch_root != root: atexit.register(shutil.rmtree, root, True)
+        st = os.lstat(root)  # the name is predictable: use it only if it is our private folder
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+            root = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}x"))
+        atexit.register(shutil.rmtree, root, True)
         _scratch_root = root
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=_scratch_root))
 
 # %% ../nbs/90_test_utils.ipynb #b4bf80a6
 TINY_CLASSES = ("Bag", "Sneaker", "Trouser")
