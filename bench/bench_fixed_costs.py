@@ -8,6 +8,8 @@
   epochs (aim < 10 %): start-up to the first Trainer hook (imports, config, data scan and check, model),
   sanity check, the epochs, after the last epoch (waiting for figures, checkpoints), test, export and its
   verification, and the rest up to the process exit;
+- the ONNX export of the default model in a fresh process with each of PyTorch's exporters
+  (`export_graph(exporter=...)`, the TorchScript one is the default's first choice), median of `--repeats`;
 - import times of the modules this run loads (`python -X importtime`), the largest ones listed.
 
 On a 2-core machine shared with other jobs the seconds move with the load; the shares move less.
@@ -78,6 +80,32 @@ def import_table(module: str) -> list[tuple[str, float]]:
         if m and m.group(3) in HEAVY + (module,):
             seen[m.group(3)] = max(seen.get(m.group(3), 0.0), int(m.group(2)) / 1e6)
     return sorted(seen.items(), key=lambda r: -r[1])
+
+
+EXPORT_CODE = """
+import sys, time, torch
+from classifier_training.export import _Logits, export_graph
+from classifier_training.model import ImageClassifier
+graph = _Logits(ImageClassifier(num_classes=10, backbone="resnet10t", image_size=32)).eval()
+start = time.perf_counter()
+export_graph(graph, torch.zeros(2, 3, 32, 32), exporter=sys.argv[1])
+print(time.perf_counter() - start)
+"""
+
+
+def export_times(repeats: int) -> dict[str, list[float]]:
+    "Seconds of one cold export of the default model (fresh process each), per exporter, interleaved."
+    times = {"torchscript": [], "dynamo": []}
+    for _ in range(repeats):
+        for exporter in times:
+            out = subprocess.run([sys.executable, "-c", EXPORT_CODE, exporter], env=env(), check=True,
+                                 capture_output=True, text=True).stdout
+            times[exporter].append(float(out.split()[-1]))
+    return times
+
+
+PIPELINE_IMPORTS = ("lightning.pytorch, classifier_training.callbacks.onnx_export, "
+                    "classifier_training.data.datamodule, classifier_training.model")
 
 
 def default_run(run_dir: Path, extra: list[str]) -> dict:
@@ -156,7 +184,12 @@ def main(argv=None):
         med = statistics.median(v)
         print(f"{med:6.2f} s  {k} (runs {', '.join(f'{x:.2f}' for x in v)})")
         figures.append(Figure.at_most(k, med, "s", aims[k]))
-    for module in ("classifier_training.training", "classifier_training.predict"):
+    exports = export_times(args.repeats)
+    for exporter, v in exports.items():
+        print(f"{statistics.median(v):6.2f} s  export_graph, exporter={exporter} (runs {', '.join(f'{x:.2f}' for x in v)})")
+        figures.append(Figure(f"ONNX export of the default model, cold process, exporter={exporter}",
+                              statistics.median(v), "s"))
+    for module in (PIPELINE_IMPORTS, "classifier_training.predict"):
         rows = import_table(module)
         print(f"slowest imports under {module}: " + ", ".join(f"{n} {s:.2f} s" for n, s in rows))
         notes.append(f"- `python -X importtime -c 'import {module}'`: cumulative seconds of the heavy packages where first imported (nested: torch._dynamo comes in through torchvision, scipy through torchmetrics): "

@@ -2,7 +2,7 @@
 
 For resnet18 and mobilenetv3_large_100 (pretrained=False: speed does not depend on the weights), at batch sizes
 1 and 32 and 224 px: the model is exported with `classifier_training.export.export_graph` (the exporter that
-`export_onnx` uses: torch.export-based, dynamic batch, opset 18, optimised) and timed against eager PyTorch on
+`export_onnx` uses by default: exporter='auto', i.e. the TorchScript one; dynamic batch, opset 18) and timed against eager PyTorch on
 the same real sample images (prepared by the evaluation transform), the two alternating run by run so that
 load from other processes hits both alike. onnxruntime runs with spinning threads off, so that its idle
 threads do not steal the CPU from the eager runs in between. Aim: onnxruntime at least as fast as eager
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     for name in args.models:
         torch.manual_seed(0)
         model = _Logits(timm.create_model(name, pretrained=False, num_classes=1000)).eval()
-        session = session_for(export_graph(model, batch[:2]), args.threads)
+        session = session_for(export_graph(model, batch[:2])[0], args.threads)
         for bs in args.batch_sizes:
             x = batch[:bs]
             feed = {"images": x.numpy()}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
+import io
 import json
 import math
 import os
@@ -42,9 +43,9 @@ from .data.sample import write_sample_subset
 from .data.transforms import build_eval_transform
 
 # %% auto #0
-__all__ = ['METADATA_KEYS', 'OPTIONAL_METADATA_KEYS', 'INT8_FILE_NAME', 'check_temperature', 'model_metadata', 'UInt8Classifier',
-           'export_graph', 'verify_onnx', 'measure_latency', 'ExportResult', 'export_onnx', 'quantize_int8',
-           'compare_int8', 'main']
+__all__ = ['METADATA_KEYS', 'OPTIONAL_METADATA_KEYS', 'EXPORTERS', 'INT8_FILE_NAME', 'check_temperature', 'model_metadata',
+           'UInt8Classifier', 'export_graph', 'verify_onnx', 'measure_latency', 'ExportResult', 'export_onnx',
+           'quantize_int8', 'compare_int8', 'main']
 
 # %% ../nbs/30_export.ipynb #c9ddc117
 METADATA_KEYS = ("classifier_training_version", "class_names", "preprocessing",
@@ -126,22 +127,37 @@ class UInt8Classifier(nn.Module):
         if self.temperature != 1.0: logits = logits / self.temperature
         return torch.softmax(logits, dim=1)
 
+EXPORTERS = ("auto", "torchscript", "dynamo")
+
+def _run_exporter(module, example, output_name: str, opset: int, dynamo: bool) -> onnx.ModelProto:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        if dynamo:
+            return torch.onnx.export(module, (example,), dynamo=True, external_data=False,
+                                     opset_version=opset, input_names=["images"],
+                                     output_names=[output_name], verbose=False,
+                                     dynamic_shapes=({0: torch.export.Dim("batch")},)).model_proto
+        buffer = io.BytesIO()
+        torch.onnx.export(module, (example,), buffer, dynamo=False, opset_version=opset,
+                          input_names=["images"], output_names=[output_name],
+                          dynamic_axes={"images": {0: "batch"}, output_name: {0: "batch"}})
+        return onnx.load_from_string(buffer.getvalue())
+
 def export_graph(module: nn.Module, # the graph to export (in eval mode)
                  example: torch.Tensor, # an example input with batch size 2
                  output_name: str = "logits", # name of the graph output
                  opset: int = 18, # ONNX opset (17 or newer)
-                ) -> onnx.ModelProto:
-    "Export `module` with the torch.export-based exporter: dynamic batch, weights inside."
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(module, (example,), dynamo=True, external_data=False,
-                                        opset_version=opset, input_names=["images"],
-                                        output_names=[output_name], verbose=False,
-                                        dynamic_shapes=({0: torch.export.Dim("batch")},))
-    except Exception as e:
-        raise ExportError(f"torch.onnx.export failed: {error_summary(e)}") from None
-    return program.model_proto
+                 exporter: str = "auto", # 'auto', 'torchscript' or 'dynamo' (see EXPORTERS)
+                ) -> tuple[onnx.ModelProto, str]:
+    "Export `module` to ONNX (dynamic batch, weights inside); also say which exporter made it."
+    if exporter not in EXPORTERS:
+        raise ConfigError(f"exporter={exporter!r}: use one of {', '.join(EXPORTERS)}")
+    tries = ["torchscript", "dynamo"] if exporter == "auto" else [exporter]
+    errors = []
+    for name in tries:
+        try: return _run_exporter(module, example, output_name, opset, name == "dynamo"), name
+        except Exception as e: errors.append(f"{name}: {error_summary(e)}")
+    raise ExportError(f"torch.onnx.export failed ({'; '.join(errors)})")
 
 # %% ../nbs/30_export.ipynb #38a3305d
 def _open_session(model: str | os.PathLike | bytes, spinning: bool = True) -> ort.InferenceSession:
@@ -313,7 +329,7 @@ def _report_markdown(r: dict) -> str:
     v = r["verification"]
     lines = ["# ONNX export report", "",
              f"- model: `{r['model']}` ({r['file_size_bytes'] / 1e6:.2f} MB, sha256 "
-             f"`{r['sha256'][:16]}...`), opset {r['opset']}",
+             f"`{r['sha256'][:16]}...`), opset {r['opset']}, {r['exporter']} exporter",
              f"- source: `{r['source']}`, weights: {r['weights']}",
              f"- input: {r['input_description']}",
              f"- classes: {len(r['class_names'])}; verification: "
@@ -353,6 +369,7 @@ def export_onnx(source: str | os.PathLike | nn.Module, # checkpoint path, ImageC
                 int8_verify_images: Sequence[str | os.PathLike] | None = None, # None: verify_images
                 int8_verify_labels: Sequence[int] | None = None, # class indices; None: folder names
                 int8_max_accuracy_drop: float = 0.01, # largest allowed FP32 - INT8 accuracy
+                exporter: str = "auto", # 'auto', 'torchscript' or 'dynamo' (see EXPORTERS)
                ) -> ExportResult:
     "Export a verified, self-describing ONNX file, labels_mapping.json and export_report.{json,md}."
     if weights not in ("ema", "raw"): raise ConfigError(f"weights={weights!r}: use 'ema' or 'raw'")
@@ -388,7 +405,8 @@ def export_onnx(source: str | os.PathLike | nn.Module, # checkpoint path, ImageC
             shape = (2, size, size, 3) if layout == "NHWC" else (2, 3, size, size)
             example = torch.zeros(shape, dtype=torch.uint8)
         else: graph, example = _Logits(model).eval(), torch.zeros(2, 3, size, size)
-        proto = export_graph(graph, example, meta["output_name"], int(opset))
+        proto, used_exporter = export_graph(graph, example, meta["output_name"], int(opset),
+                                            exporter)
         onnx.helper.set_model_props(proto, meta)
         proto.doc_string = (f"classifier_training {__version__}: {len(names)}-class image "
                             f"classifier. Input: {meta['input_description']}")
@@ -401,7 +419,8 @@ def export_onnx(source: str | os.PathLike | nn.Module, # checkpoint path, ImageC
                                    raise_on_failure=False)
         verification["images_from"] = verify_source
         report = {"model": file_name, "sha256": sha256_bytes(data), "file_size_bytes": len(data),
-                  "opset": int(opset), "source": desc, "weights": used,
+                  "opset": int(opset), "exporter": used_exporter, "source": desc,
+                  "weights": used,
                   "with_preprocessing": bool(with_preprocessing), "input_name": "images",
                   "input_layout": meta["input_layout"], "input_dtype": meta["input_dtype"],
                   "output_kind": meta["output_kind"],
@@ -601,6 +620,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--images", nargs="+",
                     help="verification images (files/folders); default: embedded sample images")
     ap.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    ap.add_argument("--exporter", choices=EXPORTERS, default="auto",
+                    help="PyTorch exporter: auto (TorchScript, else torch.export), torchscript or "
+                         "dynamo (default auto)")
     ap.add_argument("--atol", type=float, default=1e-4,
                     help="largest allowed |onnxruntime - PyTorch| (default 1e-4)")
     ap.add_argument("--temperature", type=float,
@@ -631,7 +653,8 @@ def main(argv: Sequence[str] | None = None, # arguments; default sys.argv[1:]
                         layout="NCHW" if args.nchw else "NHWC", verify_images=images,
                         opset=args.opset, atol=args.atol, temperature=args.temperature,
                         reject_threshold=args.reject_threshold, int8=args.int8,
-                        int8_calibration_images=calib, int8_max_accuracy_drop=args.int8_max_drop)
+                        int8_calibration_images=calib, int8_max_accuracy_drop=args.int8_max_drop,
+                        exporter=args.exporter)
     except ClassifierTrainingError as e:
         print(f"classifier-export: error: {e}", file=sys.stderr)
         return 2

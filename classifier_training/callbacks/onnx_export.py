@@ -16,7 +16,7 @@ from typing_extensions import override
 from .base import ArtifactCallback
 from .calibration import CalibrationCallback, fit_checkpoint_path
 from ..core import ConfigError
-from ..export import ExportResult, export_onnx
+from ..export import EXPORTERS, ExportResult, export_onnx
 
 # %% auto #0
 __all__ = ['ONNXExportCallback']
@@ -39,6 +39,7 @@ class ONNXExportCallback(ArtifactCallback):
                  num_int8_calibration_images: int = 300, # training images calibrating INT8
                  num_int8_verify_images: int = 1000, # validation images checking INT8 vs FP32
                  int8_max_accuracy_drop: float = 0.01, # largest allowed FP32 - INT8 accuracy
+                 exporter: str = "auto", # 'auto', 'torchscript' or 'dynamo' (export's EXPORTERS)
                 ):
         if weights not in ("ema", "raw"):
             raise ConfigError(f"ONNXExportCallback weights={weights!r}: use 'ema' or 'raw'")
@@ -47,6 +48,9 @@ class ONNXExportCallback(ArtifactCallback):
         if int(num_verify_images) < 1:
             raise ConfigError(f"ONNXExportCallback num_verify_images={num_verify_images}: "
                               "use at least 1")
+        if exporter not in EXPORTERS:
+            raise ConfigError(f"ONNXExportCallback exporter={exporter!r}: use one of "
+                              f"{', '.join(EXPORTERS)}")
         super().__init__(output_dir=output_dir, background=False)
         self.weights, self.checkpoint = weights, checkpoint
         self.with_preprocessing, self.layout = bool(with_preprocessing), layout
@@ -55,6 +59,7 @@ class ONNXExportCallback(ArtifactCallback):
         self.int8, self.int8_max_accuracy_drop = bool(int8), float(int8_max_accuracy_drop)
         self.num_int8_calibration_images = int(num_int8_calibration_images)
         self.num_int8_verify_images = int(num_int8_verify_images)
+        self.exporter = exporter
         self.result: ExportResult | None = None
 
     def _calibration(self, trainer: Trainer, pl_module: LightningModule) -> dict:
@@ -105,7 +110,7 @@ class ONNXExportCallback(ArtifactCallback):
                                   temperature=calibration.get("temperature"),
                                   reject_threshold=calibration.get("reject_threshold"),
                                   calibration=calibration or None,
-                                  **self._int8_arguments(trainer))
+                                  exporter=self.exporter, **self._int8_arguments(trainer))
         v = self.result.report["verification"]
         rank_zero_info(f"ONNX export: {self.result.model_path} ({self.result.report['weights']} "
                        f"weights of {ckpt.name if ckpt else 'the final module'}), verified on "
