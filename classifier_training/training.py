@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import importlib.resources
 import logging
 import os
@@ -410,6 +411,8 @@ def _hydra_app(cfg: DictConfig) -> None:
     copy = log_terminal_output(run_dir / "train.log", deferred=True) if is_first_process() else None
     with copy or contextlib.nullcontext() as log:
         def on_start():  # the run folder is this run's: Hydra's record and the log may go in
+            gc.freeze(); gc.enable()  # start-up's objects live as long as the run: out of later
+                                      # collections (main paused the collector for start-up)
             _write_hydra_record(cfg)
             if log is not None: log.start()
         refused = False
@@ -433,6 +436,7 @@ def main() -> None:
             overrides = expand_override_paths(overrides)
         with contextlib.suppress(Exception): return print(app_help(overrides))
     if any(getattr(args, f, None) for f in _LIGHT_FLAGS): return _hydra_app()  # its own errors
+    gc.disable()  # until the run starts (on_start): the training chapter's "Start-up and exit"
     from classifier_training.config import (check_trainer_can_run, compose_config,
                                             expand_override_paths)  # and the run_folder resolver
     from classifier_training.model import check_model_arguments
@@ -449,6 +453,7 @@ def main() -> None:
             check_run_folder_writable(cfg.paths.run_dir)
         except ClassifierTrainingError as e: _exit_with(e)
     _hydra_app()
+    gc.freeze()  # the interpreter's exit need not collect what the run made
 
 # %% ../nbs/42_training.ipynb #e5faf705
 if __name__ == "__main__" and "__file__" in globals(): main()

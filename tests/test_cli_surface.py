@@ -11,6 +11,7 @@
 - presets compose and dry-run; pretrained weights load from a warm cache or a local file with the
   hub off (`HF_HUB_OFFLINE=1`), and without them the error says what to do.
 """
+import gc
 import json
 import logging
 import os
@@ -61,6 +62,8 @@ def run_main(args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
         root.setLevel(level)
         os.environ.clear()
         os.environ.update(environ)
+        gc.unfreeze()  # main() freezes the collector's objects and pauses it at start-up
+        gc.enable()
     out, err = capsys.readouterr()
     return code, out, err
 
