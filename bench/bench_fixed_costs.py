@@ -8,6 +8,8 @@
   epochs (aim < 10 %): start-up to the first Trainer hook (imports, config, data scan and check, model),
   sanity check, the epochs, after the last epoch (waiting for figures, checkpoints), test, export and its
   verification, and the rest up to the process exit;
+- the pipeline's imports and the interpreter's exit in a fresh process, with the garbage collector as
+  Python sets it and paused-then-frozen as `classifier-train` does, median of `--repeats`;
 - the ONNX export of the default model in a fresh process with each of PyTorch's exporters
   (`export_graph(exporter=...)`, the TorchScript one is the default's first choice), median of `--repeats`;
 - import times of the modules this run loads (`python -X importtime`), the largest ones listed.
@@ -107,6 +109,30 @@ def export_times(repeats: int) -> dict[str, list[float]]:
 PIPELINE_IMPORTS = ("lightning.pytorch, classifier_training.callbacks.onnx_export, "
                     "classifier_training.data.datamodule, classifier_training.model")
 
+GC_CODE = f"""
+import gc, sys, time
+if sys.argv[1] == "paused": gc.disable()
+start = time.perf_counter()
+import {PIPELINE_IMPORTS}
+if sys.argv[1] == "paused": gc.freeze(); gc.enable()
+print(time.perf_counter() - start, time.time(), flush=True)
+"""
+
+
+def collector_times(repeats: int) -> dict[str, dict[str, list[float]]]:
+    """Import the pipeline in a fresh process with the garbage collector as Python sets it, or paused and
+    then frozen as classifier-train does: import seconds and exit seconds (the print to the process end)."""
+    times = {mode: {"import": [], "exit": []} for mode in ("as is", "paused")}
+    for _ in range(repeats):
+        for mode in times:
+            out = subprocess.run([sys.executable, "-c", GC_CODE, mode], env=env(), check=True,
+                                 capture_output=True, text=True).stdout
+            end = time.time()
+            imported, printed = map(float, out.split()[-2:])
+            times[mode]["import"].append(imported)
+            times[mode]["exit"].append(end - printed)
+    return times
+
 
 def default_run(run_dir: Path, extra: list[str]) -> dict:
     "One default classifier-train run with the phase clock; the phases in seconds."
@@ -125,8 +151,8 @@ def default_run(run_dir: Path, extra: list[str]) -> dict:
         "sanity check (2 val batches)": m["sanity_end"] - m["sanity_start"],
         "sanity end to the first epoch": epochs[0] - m["sanity_end"],
         "training epochs (validation included)": m["train_end"] - epochs[0],
-        "after the last epoch to fit end: ONNX export + verification (onnx_export callback), final figures, "
-        "EMA swap": m["fit_end"] - m["train_end"],
+        "after the last epoch to fit end: calibration, ONNX export + verification (onnx_export callback), "
+        "final figures, EMA swap": m["fit_end"] - m["train_end"],
         "test (best checkpoint)": m["test_end"] - m["test_start"] if "test_end" in m else 0.0,
         "between fit end and test start (checkpoint load)": m.get("test_start", m["fit_end"]) - m["fit_end"],
         "after test: waiting for figures, run record, metrics, interpreter exit": end - m.get("test_end", m["fit_end"]),
@@ -189,6 +215,12 @@ def main(argv=None):
         print(f"{statistics.median(v):6.2f} s  export_graph, exporter={exporter} (runs {', '.join(f'{x:.2f}' for x in v)})")
         figures.append(Figure(f"ONNX export of the default model, cold process, exporter={exporter}",
                               statistics.median(v), "s"))
+    collector = collector_times(args.repeats)
+    for mode, phases in collector.items():
+        for phase, v in phases.items():
+            what = "collector as Python sets it" if mode == "as is" else "collector paused, then frozen"
+            print(f"{statistics.median(v):6.2f} s  pipeline {phase}, {what} (runs {', '.join(f'{x:.2f}' for x in v)})")
+            figures.append(Figure(f"pipeline {phase} in a fresh process, {what}", statistics.median(v), "s"))
     for module in (PIPELINE_IMPORTS, "classifier_training.predict"):
         rows = import_table(module)
         print(f"slowest imports under {module}: " + ", ".join(f"{n} {s:.2f} s" for n, s in rows))
