@@ -131,7 +131,7 @@ EXPORTERS = ("auto", "torchscript", "dynamo")
 
 def _run_exporter(module, example, output_name: str, opset: int, dynamo: bool) -> onnx.ModelProto:
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        warnings.simplefilter("ignore")  # deprecation and tracer notices: verification judges
         if dynamo:
             return torch.onnx.export(module, (example,), dynamo=True, external_data=False,
                                      opset_version=opset, input_names=["images"],
@@ -377,6 +377,8 @@ def export_onnx(source: str | os.PathLike | nn.Module, # checkpoint path, ImageC
     if not batch_sizes or any(int(b) < 1 for b in batch_sizes):
         raise ConfigError(f"batch_sizes={batch_sizes!r}: give positive sizes")
     if layout not in ("NHWC", "NCHW"): raise ConfigError(f"layout={layout!r}: use 'NHWC' or 'NCHW'")
+    if exporter not in EXPORTERS:
+        raise ConfigError(f"exporter={exporter!r}: use one of {', '.join(EXPORTERS)}")
     if int8 and with_preprocessing:
         raise ConfigError("int8=True quantizes the float graph; export it without "
                           "with_preprocessing (the uint8 graph is not quantized)")

@@ -411,8 +411,8 @@ def _hydra_app(cfg: DictConfig) -> None:
     copy = log_terminal_output(run_dir / "train.log", deferred=True) if is_first_process() else None
     with copy or contextlib.nullcontext() as log:
         def on_start():  # the run folder is this run's: Hydra's record and the log may go in
-            gc.freeze(); gc.enable()  # start-up's objects live as long as the run: out of later
-                                      # collections (main paused the collector for start-up)
+            if not gc.isenabled():  # main paused it for start-up, whose objects live as long as
+                gc.freeze(); gc.enable()  # the run: out of later collections
             _write_hydra_record(cfg)
             if log is not None: log.start()
         refused = False
@@ -436,15 +436,16 @@ def main() -> None:
             overrides = expand_override_paths(overrides)
         with contextlib.suppress(Exception): return print(app_help(overrides))
     if any(getattr(args, f, None) for f in _LIGHT_FLAGS): return _hydra_app()  # its own errors
-    gc.disable()  # until the run starts (on_start): the training chapter's "Start-up and exit"
+    flags = ("cfg", "multirun", "config_path", "config_name", "config_dir", "experimental_rerun")
+    plain_run = not any(getattr(args, f, None) for f in flags)
+    from classifier_training.run_folder import check_run_folder_writable, is_first_process
+    paused = plain_run and is_first_process()  # resumed by on_start, which only the first process
+    if paused: gc.disable()                    # of a run calls: "Start-up and exit" above
     from classifier_training.config import (check_trainer_can_run, compose_config,
                                             expand_override_paths)  # and the run_folder resolver
     from classifier_training.model import check_model_arguments
-    from classifier_training.run_folder import check_run_folder_writable
     sys.argv[1:] = expand_override_paths(sys.argv[1:])  # data.root=~/photos: Hydra rejects the ~
     args, _ = get_args_parser().parse_known_args(sys.argv[1:])
-    flags = ("cfg", "multirun", "config_path", "config_name", "config_dir", "experimental_rerun")
-    plain_run = not any(getattr(args, f, None) for f in flags)
     if plain_run:
         try:
             cfg = compose_config(args.overrides)  # paths.run_dir: hydra.run.dir, as Hydra makes it
@@ -453,7 +454,7 @@ def main() -> None:
             check_run_folder_writable(cfg.paths.run_dir)
         except ClassifierTrainingError as e: _exit_with(e)
     _hydra_app()
-    gc.freeze()  # the interpreter's exit need not collect what the run made
+    if paused: gc.freeze()  # the interpreter's exit need not collect what the run made
 
 # %% ../nbs/42_training.ipynb #e5faf705
 if __name__ == "__main__" and "__file__" in globals(): main()

@@ -249,8 +249,9 @@ def in_process(args: list, run_dir: Path, monkeypatch, capsys) -> Run:
     """`classifier-train ARGS hydra.run.dir=RUN_DIR` run by `classifier_training.training.main()` in
     this process, as the console script calls it: the exit status from SystemExit (0 when main
     returns), stdout and stderr from capsys, the environment `cli` gives. What the run changes in
-    the process is undone afterwards: the root logger Hydra configures, the collector main() pauses
-    and freezes, the seed variables Lightning sets. An exception that escapes `main` fails the test, as a traceback would."""
+    the process is undone afterwards: the root logger Hydra configures, the garbage collector
+    main() pauses and freezes, the seed variables Lightning sets. An exception that escapes `main`
+    fails the test, as a traceback would."""
     import classifier_training.training as train_module
     run_dir = Path(run_dir)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -259,7 +260,7 @@ def in_process(args: list, run_dir: Path, monkeypatch, capsys) -> Run:
     monkeypatch.setenv("CLASSIFIER_TRAINING_CACHE", str(run_dir.parent / f"cache_{run_dir.name}"))
     monkeypatch.setenv("COLUMNS", "250")
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    root, environ = logging.getLogger(), dict(os.environ)
+    root, environ, collecting = logging.getLogger(), dict(os.environ), gc.isenabled()
     handlers, level = root.handlers[:], root.level
     capsys.readouterr()
     t0 = time.perf_counter()
@@ -274,7 +275,7 @@ def in_process(args: list, run_dir: Path, monkeypatch, capsys) -> Run:
         os.environ.clear()
         os.environ.update(environ)  # PL_GLOBAL_SEED, PL_SEED_WORKERS: seed_everything's
         gc.unfreeze()  # main() freezes the collector's objects and pauses it at start-up
-        gc.enable()
+        if collecting: gc.enable()
     out, err = capsys.readouterr()
     return Run(args, code, out, err, run_dir, time.perf_counter() - t0)
 

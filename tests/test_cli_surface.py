@@ -49,7 +49,7 @@ def run_main(args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
     monkeypatch.setattr(sys, "argv", ["classifier-train", *args])
     monkeypatch.setenv("COLUMNS", "250")
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    root, environ = logging.getLogger(), dict(os.environ)
+    root, environ, collecting = logging.getLogger(), dict(os.environ), gc.isenabled()
     handlers, level = root.handlers[:], root.level
     capsys.readouterr()
     try:
@@ -63,7 +63,7 @@ def run_main(args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
         os.environ.clear()
         os.environ.update(environ)
         gc.unfreeze()  # main() freezes the collector's objects and pauses it at start-up
-        gc.enable()
+        if collecting: gc.enable()
     out, err = capsys.readouterr()
     return code, out, err
 
