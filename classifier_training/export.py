@@ -44,8 +44,8 @@ from .data.transforms import build_eval_transform
 
 # %% auto #0
 __all__ = ['METADATA_KEYS', 'OPTIONAL_METADATA_KEYS', 'EXPORTERS', 'INT8_FILE_NAME', 'check_temperature', 'model_metadata',
-           'UInt8Classifier', 'export_graph', 'verify_onnx', 'measure_latency', 'ExportResult', 'export_onnx',
-           'quantize_int8', 'compare_int8', 'main']
+           'UInt8Classifier', 'check_exporter', 'export_graph', 'verify_onnx', 'measure_latency', 'ExportResult',
+           'export_onnx', 'quantize_int8', 'compare_int8', 'main']
 
 # %% ../nbs/30_export.ipynb #c9ddc117
 METADATA_KEYS = ("classifier_training_version", "class_names", "preprocessing",
@@ -129,6 +129,14 @@ class UInt8Classifier(nn.Module):
 
 EXPORTERS = ("auto", "torchscript", "dynamo")
 
+def check_exporter(exporter: str, # an exporter name
+                   key: str = "exporter", # how the error names the setting
+                  ) -> str:
+    "`exporter` when it is one of `EXPORTERS`, or a `ConfigError` naming `key` and the choices."
+    if exporter not in EXPORTERS:
+        raise ConfigError(f"{key}={exporter!r}: use one of {', '.join(EXPORTERS)}")
+    return exporter
+
 def _run_exporter(module, example, output_name: str, opset: int, dynamo: bool) -> onnx.ModelProto:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # deprecation and tracer notices: verification judges
@@ -150,9 +158,7 @@ def export_graph(module: nn.Module, # the graph to export (in eval mode)
                  exporter: str = "auto", # 'auto', 'torchscript' or 'dynamo' (see EXPORTERS)
                 ) -> tuple[onnx.ModelProto, str]:
     "Export `module` to ONNX (dynamic batch, weights inside); also say which exporter made it."
-    if exporter not in EXPORTERS:
-        raise ConfigError(f"exporter={exporter!r}: use one of {', '.join(EXPORTERS)}")
-    tries = ["torchscript", "dynamo"] if exporter == "auto" else [exporter]
+    tries = ["torchscript", "dynamo"] if check_exporter(exporter) == "auto" else [exporter]
     errors = []
     for name in tries:
         try: return _run_exporter(module, example, output_name, opset, name == "dynamo"), name
@@ -377,8 +383,7 @@ def export_onnx(source: str | os.PathLike | nn.Module, # checkpoint path, ImageC
     if not batch_sizes or any(int(b) < 1 for b in batch_sizes):
         raise ConfigError(f"batch_sizes={batch_sizes!r}: give positive sizes")
     if layout not in ("NHWC", "NCHW"): raise ConfigError(f"layout={layout!r}: use 'NHWC' or 'NCHW'")
-    if exporter not in EXPORTERS:
-        raise ConfigError(f"exporter={exporter!r}: use one of {', '.join(EXPORTERS)}")
+    check_exporter(exporter)
     if int8 and with_preprocessing:
         raise ConfigError("int8=True quantizes the float graph; export it without "
                           "with_preprocessing (the uint8 graph is not quantized)")

@@ -16,7 +16,7 @@ from typing_extensions import override
 from .base import ArtifactCallback
 from .calibration import CalibrationCallback, fit_checkpoint_path
 from ..core import ConfigError
-from ..export import EXPORTERS, ExportResult, export_onnx
+from ..export import ExportResult, check_exporter, export_onnx
 
 # %% auto #0
 __all__ = ['ONNXExportCallback']
@@ -48,9 +48,7 @@ class ONNXExportCallback(ArtifactCallback):
         if int(num_verify_images) < 1:
             raise ConfigError(f"ONNXExportCallback num_verify_images={num_verify_images}: "
                               "use at least 1")
-        if exporter not in EXPORTERS:
-            raise ConfigError(f"ONNXExportCallback exporter={exporter!r}: use one of "
-                              f"{', '.join(EXPORTERS)}")
+        check_exporter(exporter, "ONNXExportCallback exporter")
         super().__init__(output_dir=output_dir, background=False)
         self.weights, self.checkpoint = weights, checkpoint
         self.with_preprocessing, self.layout = bool(with_preprocessing), layout
