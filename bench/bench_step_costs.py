@@ -6,7 +6,8 @@ and put beside the training step it rides on:
 
 - the bare training step (forward, loss, backward, AdamW), NCHW and channels_last;
 - the AdamW update alone: PyTorch's default for-loop on CPU and the fused kernel `build_optimizer` picks;
-- loading one batch (decode + train transform + collate) from the files and from the decoded-image cache;
+- loading one batch (decode + train transform + collate) from the files and from the decoded-image cache,
+  and from the cache with whole-batch augmentation (`BatchTrainTransform`, the default on the sample);
 - one EMA update of the weights (`EMACallback`, what runs after every optimizer step);
 - one epoch's figures: the confusion matrix (1 PNG) and the training-history curves (4 PNGs);
 - one checkpoint save through `AtomicCheckpointIO` (temp file, fsync, rename; two per epoch: best and last),
@@ -32,8 +33,9 @@ from _harness import Figure, append_results, scratch_dir  # noqa: E402
 from bench_train_speed import build_data, default_config, new_model  # noqa: E402
 from classifier_training.callbacks.training_history import HISTORY_PLOTS, plot_history  # noqa: E402
 from classifier_training.checkpoints import AtomicCheckpointIO  # noqa: E402
-from classifier_training.data.datamodule import collate_classification  # noqa: E402
+from classifier_training.data.datamodule import BatchAugmentedDataset, collate_classification  # noqa: E402
 from classifier_training.data.datasets import ImageClassificationDataset  # noqa: E402
+from classifier_training.data.transforms import BatchTrainTransform  # noqa: E402
 from classifier_training.model import build_optimizer, weight_decay_param_groups  # noqa: E402
 from classifier_training.reports import plot_confusion_matrix, save_figure  # noqa: E402
 
@@ -76,6 +78,8 @@ def main(argv=None):
     files = ImageClassificationDataset(records[:bs * 2], c2i, tf)
     cached = ImageClassificationDataset(records[:bs * 2], c2i, tf, cache_images=True)
     load = lambda ds: (lambda: collate_classification([ds[i] for i in range(bs)]))
+    batch_form = BatchAugmentedDataset(cached, BatchTrainTransform.from_transform(tf))
+    load_batch = lambda: batch_form.__getitems__(list(range(bs)))
     ema = torch.optim.swa_utils.AveragedModel(
         model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(0.99), use_buffers=True)
     counts = torch.randint(0, 60, (dm.num_classes, dm.num_classes))
@@ -101,6 +105,7 @@ def main(argv=None):
               "train step, channels_last": (lambda: cpu(step_cl, args.steps)),
               "load a batch from the files (decode + transform)": (lambda: cpu(load(files))),
               "load a batch from the cache (transform)": (lambda: cpu(load(cached))),
+              "load a batch from the cache, whole-batch augmentation": (lambda: cpu(load_batch)),
               "EMA update (one, all weights and buffers)": (lambda: cpu(lambda: ema.update_parameters(model), 10)),
               "AdamW update, for-loop (PyTorch's CPU default)": (lambda: cpu(updates["for-loop"].step, 10)),
               "AdamW update, fused (build_optimizer)": (lambda: cpu(updates["fused"].step, 10)),
@@ -116,6 +121,7 @@ def main(argv=None):
     epoch_steps = train_batches * step
     per_epoch = {"load a batch from the files (decode + transform)": train_batches,
                  "load a batch from the cache (transform)": train_batches,
+                 "load a batch from the cache, whole-batch augmentation": train_batches,
                  "EMA update (one, all weights and buffers)": train_batches,
                  "AdamW update, for-loop (PyTorch's CPU default)": train_batches,
                  "AdamW update, fused (build_optimizer)": train_batches,
@@ -141,9 +147,10 @@ def main(argv=None):
         append_results("Where an epoch's CPU goes (1 thread)", figures, notes=(
             f"CPU seconds (time.process_time) of one process with one torch thread, {args.rounds} interleaved rounds, "
             f"the fastest kept (medians printed by the script); an epoch of the default run = {train_batches} train "
-            f"batches of {bs}. The loader work runs in a worker process during training (overlapping the step on "
-            "another core when one is free); the figures run on the plotting thread; both take CPU from the "
-            "step's threads on a 2-core machine."))
+            f"batches of {bs}. Per-image loading runs in a worker process during training (overlapping the step "
+            "on another core when one is free); whole-batch augmentation (the default on the sample) runs in the "
+            "training process and needs no worker; the figures run on the plotting thread; all take CPU from "
+            "the step's threads on a 2-core machine."))
 
 
 if __name__ == "__main__":

@@ -190,7 +190,7 @@ def test_class_weights_on_and_off(imbalanced, cache_dir):
 # --- datamodule behaviour ---
 
 def test_setup_is_idempotent_and_loaders_follow_the_rules(imbalanced, cache_dir, tmp_path):
-    dm = make_dm(imbalanced, cache_dir, num_workers=2)
+    dm = make_dm(imbalanced, cache_dir, num_workers=2, batch_augment=False)
     train = dm.train_dataset
     dm.setup("fit"); dm.setup("validate")
     assert dm.train_dataset is train
@@ -199,7 +199,12 @@ def test_setup_is_idempotent_and_loaders_follow_the_rules(imbalanced, cache_dir,
     assert loader.persistent_workers is False and loader.num_workers == 2
     assert loader.pin_memory == torch.cuda.is_available()
     assert make_dm(imbalanced, cache_dir).val_dataloader().persistent_workers is False
-    assert make_dm(imbalanced, cache_dir, num_workers=2, persistent_workers=True).train_dataloader().persistent_workers is True
+    assert make_dm(imbalanced, cache_dir, num_workers=2, persistent_workers=True,
+                   batch_augment=False).train_dataloader().persistent_workers is True
+    # cached images of one size: whole-batch augmentation in the training process, no worker to persist
+    batched = make_dm(imbalanced, cache_dir, num_workers=2, persistent_workers=True).train_dataloader()
+    assert (batched.num_workers, batched.persistent_workers) == (0, False)
+    assert type(batched.dataset).__name__ == "BatchAugmentedDataset"
     mapping = json.loads(dm.write_labels_mapping(tmp_path / "labels_mapping.json").read_text())
     assert mapping["class_names"] == ["Bag", "Sneaker", "Trouser"] and mapping["preprocessing"]["image_size"] == 32
     assert dm.class_distribution()["train"] == {"Bag": 2, "Sneaker": 8, "Trouser": 8}

@@ -345,11 +345,12 @@ def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
     assert torch.equal(torch.rand(3), expected[2])
 
 
-def _fit_with_checkpoints(data, run: Path, num_workers: int, ckpt_path=None) -> dict:
-    """Two epochs with the datamodule's default random augmentation (random resized crop, flip, colour jitter), a
-    shuffled loader and EMA; a checkpoint after each epoch. Returns the last one. `ckpt_path`: resume from it."""
+def _fit_with_checkpoints(data, run: Path, num_workers: int, ckpt_path=None, batch_augment=False) -> dict:
+    """Two epochs with the datamodule's default random augmentation (random resized crop, flip), per image in
+    the loader or whole batches in the training process (`batch_augment`), a shuffled loader and EMA; a
+    checkpoint after each epoch. Returns the last one. `ckpt_path`: resume from it."""
     pl.seed_everything(5, workers=True, verbose=False)
-    dm = tiny_datamodule(data, num_workers=num_workers)
+    dm = tiny_datamodule(data, num_workers=num_workers, batch_augment=batch_augment)
     dm.setup("fit")
     model = module_for(dm, warmup_epochs=0.5)
     trainer = tiny_trainer(run, max_epochs=2, limit_train_batches=None, limit_val_batches=None, deterministic=True,
@@ -371,12 +372,13 @@ def _same_weights(a: dict, b: dict) -> bool:
             and int(a["averaging_state"]["n_averaged"]) == int(b["averaging_state"]["n_averaged"]))
 
 
-@pytest.mark.parametrize("num_workers", [0, 1])
-def test_resume_with_random_augmentation_is_bit_exact(data, tmp_path, num_workers):
+@pytest.mark.parametrize("num_workers, batch_augment", [(0, False), (1, False), (1, True)])
+def test_resume_with_random_augmentation_is_bit_exact(data, tmp_path, num_workers, batch_augment):
     "1 epoch, then resume to 2 == 2 epochs straight: same EMA and raw weights, optimizer state and EMA count."
-    straight = _fit_with_checkpoints(data, tmp_path / "straight", num_workers)
+    straight = _fit_with_checkpoints(data, tmp_path / "straight", num_workers, batch_augment=batch_augment)
     assert RNG_STATES_KEY in straight
-    resumed = _fit_with_checkpoints(data, tmp_path / "resumed", num_workers, ckpt_path=tmp_path / "straight" / "epoch=0.ckpt")
+    resumed = _fit_with_checkpoints(data, tmp_path / "resumed", num_workers, ckpt_path=tmp_path / "straight" / "epoch=0.ckpt",
+                                    batch_augment=batch_augment)
     assert resumed["global_step"] == straight["global_step"] == 12
     assert _same_weights(resumed, straight)
 

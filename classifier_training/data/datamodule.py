@@ -21,7 +21,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from .. import __version__
 from ..core import (ClassificationBatch, ConfigError, DatasetError,
@@ -32,14 +32,15 @@ from .check import (DUPLICATE_POLICIES, DatasetReport, FileCheck,
 from .datasets import (SPLITS, DatasetIndex, DatasetWarning,
                                                ImageClassificationDataset, scan_dataset)
 from .sample import default_cache_dir, materialize_sample
-from .transforms import (DEFAULT_BACKBONE, build_eval_transform,
-                                                 build_train_transform,
+from .transforms import (DEFAULT_BACKBONE, BatchTrainTransform,
+                                                 build_eval_transform, build_train_transform,
                                                  preprocessing_for_backbone)
 
 # %% auto #0
-__all__ = ['SAMPLER_POLICIES', 'CLASS_WEIGHT_POLICIES', 'SAMPLE_IMAGE_SIZE', 'SAMPLE_CROP_PCT', 'CHECK_CACHE_FORMAT',
-           'collate_classification', 'TrackingWeightedRandomSampler', 'class_counts', 'inverse_frequency_class_weights',
-           'sampler_class_weights', 'read_check_cache', 'write_check_cache', 'ImageClassificationDataModule']
+__all__ = ['SAMPLER_POLICIES', 'CLASS_WEIGHT_POLICIES', 'SAMPLE_IMAGE_SIZE', 'SAMPLE_CROP_PCT', 'MAX_BATCH_AUGMENT_SHRINK',
+           'CHECK_CACHE_FORMAT', 'collate_classification', 'BatchAugmentedDataset', 'TrackingWeightedRandomSampler',
+           'class_counts', 'inverse_frequency_class_weights', 'sampler_class_weights', 'read_check_cache',
+           'write_check_cache', 'ImageClassificationDataModule']
 
 # %% ../../nbs/05_data.datamodule.ipynb #7d6105da
 def collate_classification(samples: Sequence[dict], # dataset items {'image', 'label', 'index'}
@@ -48,6 +49,33 @@ def collate_classification(samples: Sequence[dict], # dataset items {'image', 'l
     return {"images": torch.stack([s["image"] for s in samples]),
             "labels": torch.tensor([int(s["label"]) for s in samples], dtype=torch.long),
             "indices": torch.tensor([int(s["index"]) for s in samples], dtype=torch.long)}
+
+# %% ../../nbs/05_data.datamodule.ipynb #c8352e98
+class BatchAugmentedDataset(Dataset):
+    "A cached, same-size train split served whole batches at a time through a BatchTrainTransform."
+    def __init__(self, dataset: ImageClassificationDataset, # cached_size must be set
+                 transform: BatchTrainTransform, # the batch form of the train transform
+                ):
+        if dataset.cached_size is None:
+            raise ValueError("BatchAugmentedDataset needs a dataset whose images are cached and "
+                             "of one size (dataset.cached_size)")
+        self.dataset, self.transform = dataset, transform
+        self.targets = torch.as_tensor(dataset.targets, dtype=torch.long)
+
+    def __len__(self) -> int: return len(self.dataset)
+
+    def __getitems__(self, indices: Sequence[int] # one batch's positions, from the sampler
+                    ) -> ClassificationBatch:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return {"images": self.transform(self.dataset.cached_batch(index)),
+                "labels": self.targets[index], "indices": index}
+
+    def __getitem__(self, i: int) -> dict:
+        batch = self.__getitems__([i])
+        return {"image": batch["images"][0], "label": int(batch["labels"][0]), "index": i}
+
+def _collated(batch: ClassificationBatch) -> ClassificationBatch:
+    return batch  # BatchAugmentedDataset.__getitems__ returns the batch itself
 
 # %% ../../nbs/05_data.datamodule.ipynb #442d455a
 class TrackingWeightedRandomSampler(WeightedRandomSampler):
@@ -137,6 +165,7 @@ def sampler_class_weights(policy: str, # 'none', 'auto' or 'manual'
 # %% ../../nbs/05_data.datamodule.ipynb #b5667432
 SAMPLE_IMAGE_SIZE = 32  # input side on the embedded sample when image_size is None
 SAMPLE_CROP_PCT = 1.0  # eval crop on the sample unless preprocessing sets crop_pct
+MAX_BATCH_AUGMENT_SHRINK = 2  # batch_augment="auto": image side at most this many times the input
 
 # %% ../../nbs/05_data.datamodule.ipynb #b2b79a7f
 def _plain(value: Any) -> Any:
@@ -218,6 +247,7 @@ class ImageClassificationDataModule(pl.LightningDataModule):
                  cache_dir: str | os.PathLike | None = None, # sample/check cache (None: default)
                  verbose: bool = True, # print the scan line and the check summary (rank zero only)
                  duplicates: str = "warn", # cross-split copies: 'warn', 'drop_from_eval', 'fail'
+                 batch_augment: bool | Literal["auto"] = "auto", # train batches as tensors (below)
                 ):
         super().__init__()
         self.root = Path(root).expanduser() if root is not None else None
@@ -252,6 +282,9 @@ class ImageClassificationDataModule(pl.LightningDataModule):
         if cache_images not in (True, False, "auto"):
             raise ConfigError(f"data.cache_images={cache_images!r}: use true, false or auto")
         self.cache_images, self.drop_last = cache_images, drop_last
+        if batch_augment not in (True, False, "auto"):
+            raise ConfigError(f"data.batch_augment={batch_augment!r}: use true, false or auto")
+        self.batch_augment = batch_augment
         if duplicates not in DUPLICATE_POLICIES:
             raise ConfigError(f"data.duplicates={duplicates!r}: use one of "
                               f"{', '.join(DUPLICATE_POLICIES)}")
@@ -289,6 +322,7 @@ class ImageClassificationDataModule(pl.LightningDataModule):
         self.report: DatasetReport | None = None
         self.train_dataset = self.val_dataset = self.test_dataset = None
         self.sampler: TrackingWeightedRandomSampler | None = None
+        self.train_batch_transform: BatchTrainTransform | None = None  # set by setup()
 
     # --- scan and check: once per process, and once per node thanks to the on-disk check cache ---
     def _dataset_root(self) -> Path:
@@ -356,6 +390,7 @@ class ImageClassificationDataModule(pl.LightningDataModule):
             self.index.splits.get(split, []), c2i, tf, cache_images=self.cache_images,
             max_pixels=self.max_pixels)
         self.train_dataset = make("train", self.train_transform)
+        self.train_batch_transform = self._resolve_batch_augment()
         self.val_dataset = make("val", self.eval_transform)
         self.test_dataset = make("test", self.eval_transform)
         per_class = self._sampler_class_weights()
@@ -363,6 +398,28 @@ class ImageClassificationDataModule(pl.LightningDataModule):
             per_image = per_class[torch.as_tensor(self.train_dataset.targets, dtype=torch.long)]
             self.sampler = TrackingWeightedRandomSampler(per_image, len(self.train_dataset),
                                                          seed=self.sampler_seed)
+
+    def _batch_augment_obstacle(self, batch_form: BatchTrainTransform | None) -> str | None:
+        size = self.train_dataset.cached_size
+        if batch_form is None:
+            return ("the training transform has a step with no batch form (colour jitter, "
+                    "auto-augment, random erasing, nearest resizing)")
+        if not self.train_dataset.cache_images: return "the train images are not cached"
+        if size is None: return "the cached train images differ in size"
+        if max(size) > MAX_BATCH_AUGMENT_SHRINK * self.preprocessing.image_size:
+            return (f"the images ({size[0]}x{size[1]}) are over {MAX_BATCH_AUGMENT_SHRINK}x the "
+                    f"model input ({self.preprocessing.image_size} px)")
+        return None
+
+    def _resolve_batch_augment(self) -> BatchTrainTransform | None:
+        if self.batch_augment is False: return None
+        batch_form = BatchTrainTransform.from_transform(self.train_transform)
+        obstacle = self._batch_augment_obstacle(batch_form)
+        if obstacle is None: return batch_form
+        if self.batch_augment is True:
+            raise ConfigError(f"data.batch_augment=true cannot apply: {obstacle}; use "
+                              "data.batch_augment=auto to fall back to per-image augmentation")
+        return None
 
     def _require_setup(self, what: str):
         if self.train_dataset is None:
@@ -446,6 +503,9 @@ class ImageClassificationDataModule(pl.LightningDataModule):
                       persistent_workers=self.persistent_workers and self.num_workers > 0)
         if not train: return DataLoader(dataset, shuffle=False, **kwargs)
         drop_last = self.drop_last if self.drop_last is not None else len(dataset) > self.batch_size
+        if self.train_batch_transform is not None:  # one indexing step and tensor ops: no worker
+            dataset = BatchAugmentedDataset(dataset, self.train_batch_transform)
+            kwargs.update(num_workers=0, persistent_workers=False, collate_fn=_collated)
         return DataLoader(dataset, sampler=self.sampler, shuffle=self.sampler is None,
                           drop_last=drop_last, **kwargs)
 

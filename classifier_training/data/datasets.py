@@ -12,9 +12,10 @@ import random
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
+import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -371,6 +372,24 @@ class ImageClassificationDataset(Dataset):
         self.paths = [r.path for r in self.records]
         self._cache = ([np.asarray(load_image_rgb(p, max_pixels)) for p in self.paths]
                        if resolve_cache_images(cache_images, self.paths) else None)
+        self._stacked = None  # one (N, H, W, 3) array when every cached image has the same size
+        if self._cache and len({a.shape for a in self._cache}) == 1:
+            self._stacked = np.stack(self._cache)
+            self._cache = list(self._stacked)  # views: the images are held once
+
+    @property
+    def cached_size(self) -> tuple[int, int] | None:
+        "(height, width) shared by every cached image; None without a cache or with mixed sizes."
+        return None if self._stacked is None else tuple(self._stacked.shape[1:3])
+
+    def cached_batch(self, indices: Sequence[int] | torch.Tensor, # positions in this dataset
+                    ) -> torch.Tensor:
+        "The cached images `indices` as one uint8 (B, 3, H, W) tensor (needs `cached_size`)."
+        if self._stacked is None:
+            raise RuntimeError("cached_batch needs cache_images and images of one size "
+                               "(see cached_size)")
+        picked = self._stacked[np.asarray(indices, dtype=np.int64)]
+        return torch.from_numpy(picked).permute(0, 3, 1, 2)
 
     @property
     def cache_images(self) -> bool:

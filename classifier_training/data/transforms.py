@@ -21,7 +21,7 @@ from ..core import ConfigError, PreprocessingConfig
 # %% auto #0
 __all__ = ['DEFAULT_BACKBONE', 'AUTO_AUGMENT_POLICIES', 'check_timm_name', 'preprocessing_for_backbone', 'EnsureRGB',
            'ToNormalizedTensor', 'ImageCompose', 'build_eval_transform', 'denormalize', 'RandomResizedCropPIL',
-           'ColorJitterPIL', 'build_train_transform']
+           'ColorJitterPIL', 'build_train_transform', 'BatchTrainTransform']
 
 # %% ../../nbs/04_data.transforms.ipynb #bee68988
 _TIMM_DEFAULT_SIZE = 224
@@ -243,3 +243,118 @@ def build_train_transform(pre: PreprocessingConfig, # image size, interpolation,
     steps.append(ToNormalizedTensor(pre.mean, pre.std))
     if random_erasing: steps.append(v2.RandomErasing(p=float(random_erasing)))
     return ImageCompose(steps)
+
+# %% ../../nbs/04_data.transforms.ipynb #94b37eeb
+_BATCH_STEPS = (EnsureRGB, RandomResizedCropPIL, v2.RandomHorizontalFlip, ToNormalizedTensor)
+_FILTER_SUPPORT = {"bilinear": 1.0, "bicubic": 2.0}  # Pillow's filters and their support
+
+def _pillow_filter(name: str, x: torch.Tensor) -> torch.Tensor:
+    x = x.abs()
+    if name == "bilinear": return (1 - x).clamp(min=0)
+    a = -0.5  # Pillow's bicubic (torch's own bicubic uses -0.75)
+    near, far = ((a + 2) * x - (a + 3)) * x * x + 1, (((x - 5) * x + 8) * x - 4) * a
+    return torch.where(x < 1, near, far.masked_fill_(x >= 2, 0))
+
+def _resample_weights(start: torch.Tensor, length: torch.Tensor, in_size: int, out_size: int,
+                      name: str) -> torch.Tensor:
+    "(B, out, in) weights of Pillow's resampling of [start, start + length) to out_size pixels."
+    scale = (length / out_size)[:, None, None]
+    filter_scale = scale.clamp(min=1.0)  # shrinking widens the filter: Pillow's antialiasing
+    support = _FILTER_SUPPORT[name] * filter_scale
+    center = (start[:, None, None]
+              + (torch.arange(out_size, dtype=torch.float32)[None, :, None] + 0.5) * scale)
+    pixel = torch.arange(in_size, dtype=torch.float32)[None, None, :]
+    window = ((pixel >= (center - support + 0.5).trunc().clamp(min=0))
+              & (pixel < (center + support + 0.5).trunc().clamp(max=in_size)))
+    weights = _pillow_filter(name, (pixel + 0.5 - center) / filter_scale) * window
+    return weights / weights.sum(dim=-1, keepdim=True)
+
+class BatchTrainTransform:
+    "Same-size uint8 (B, 3, H, W) images -> random resized crop, flip, normalise as a float batch."
+    def __init__(self, image_size: int, # output side S
+                 scale: Sequence[float] = (0.6, 1.0), # crop area range, share of the image
+                 ratio: Sequence[float] = (3 / 4, 4 / 3), # crop aspect-ratio range
+                 interpolation: str = "bicubic", # 'bilinear' or 'bicubic' (Pillow's filters)
+                 hflip_p: float = 0.5, # probability of a horizontal flip
+                 mean: Sequence[float] = (0.485, 0.456, 0.406), # normalisation, on 0..1 values
+                 std: Sequence[float] = (0.229, 0.224, 0.225),
+                ):
+        self.image_size, self.hflip_p = int(image_size), float(hflip_p)
+        self.scale, self.ratio = tuple(map(float, scale)), tuple(map(float, ratio))
+        if interpolation not in _FILTER_SUPPORT:
+            raise ConfigError(f"BatchTrainTransform: interpolation={interpolation!r}; use one of "
+                              f"{', '.join(_FILTER_SUPPORT)}")
+        self.interpolation = interpolation
+        self.mean = torch.tensor([float(m) for m in mean]).view(1, -1, 1, 1)
+        self.std = torch.tensor([float(s) for s in std]).view(1, -1, 1, 1)
+
+    @classmethod
+    def from_transform(cls, transform: ImageCompose, # what build_train_transform returned
+                      ) -> BatchTrainTransform | None:
+        "The batch form of a training transform; None when a step has no batch form."
+        steps = list(transform.transforms)
+        if any(type(step) not in _BATCH_STEPS for step in steps): return None
+        crops = [s for s in steps if isinstance(s, RandomResizedCropPIL)]
+        norms = [s for s in steps if isinstance(s, ToNormalizedTensor)]
+        if len(crops) != 1 or len(norms) != 1 or steps[-1] is not norms[0]: return None
+        crop, norm = crops[0], norms[0]
+        interpolation = InterpolationMode(crop.interpolation).value
+        if crop.size[0] != crop.size[1] or interpolation not in _FILTER_SUPPORT: return None
+        flips = [s.p for s in steps if isinstance(s, v2.RandomHorizontalFlip)]
+        hflip_p = 1 - math.prod(1 - p for p in flips)
+        return cls(crop.size[0], crop.scale, crop.ratio, interpolation, hflip_p,
+                   norm.mean.flatten().tolist(), norm.std.flatten().tolist())
+
+    def draw(self, n: int, # images in the batch
+             height: int, width: int, # their size
+             generator: torch.Generator | None = None, # random source (None: torch's global one)
+            ) -> torch.Tensor:
+        "n rows (top, left, height, width, flip): torchvision's crop draw, vectorised."
+        u = torch.rand(n, 10, 4, dtype=torch.float64, generator=generator)
+        lo, hi = self.scale
+        log_lo, log_hi = math.log(self.ratio[0]), math.log(self.ratio[1])
+        target_area = height * width * (lo + (hi - lo) * u[..., 0])
+        aspect_ratio = torch.exp(log_lo + (log_hi - log_lo) * u[..., 1])
+        w = torch.round(torch.sqrt(target_area * aspect_ratio))
+        h = torch.round(torch.sqrt(target_area / aspect_ratio))
+        fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+        first = fits.to(torch.int8).argmax(dim=1)  # the first try that fits
+        rows = torch.arange(n)
+        w, h, u = w[rows, first], h[rows, first], u[rows, first]
+        top, left = (u[:, 2] * (height - h + 1)).floor(), (u[:, 3] * (width - w + 1)).floor()
+        in_ratio = width / height  # no try fits: torchvision's centre crop within the ratio range
+        if in_ratio < min(self.ratio): fw, fh = width, int(round(width / min(self.ratio)))
+        elif in_ratio > max(self.ratio): fw, fh = int(round(height * max(self.ratio))), height
+        else: fw, fh = width, height
+        none_fit = ~fits.any(dim=1)
+        h, w = torch.where(none_fit, float(fh), h), torch.where(none_fit, float(fw), w)
+        top = torch.where(none_fit, float((height - fh) // 2), top)
+        left = torch.where(none_fit, float((width - fw) // 2), left)
+        flip = (torch.rand(n, generator=generator) < self.hflip_p).to(torch.float64)
+        return torch.stack([top, left, h, w, flip], dim=1)
+
+    def apply(self, images: torch.Tensor, # uint8 (B, 3, H, W)
+              boxes: torch.Tensor, # (B, 5) rows from `draw`
+             ) -> torch.Tensor:
+        "Pillow's resize of each box to S x S (rows, then columns), flips, normalise: (B, 3, S, S)."
+        _, _, height, width = images.shape
+        top, left, h, w, flip = boxes.to(torch.float32).unbind(dim=1)
+        size, name = self.image_size, self.interpolation
+        across = _resample_weights(left, w, width, size, name)
+        across = torch.where(flip[:, None, None] > 0, across.flip(1), across)
+        down = _resample_weights(top, h, height, size, name)
+        x = torch.einsum("bchw,bsw->bchs", images.to(torch.float32), across.to(images.device))
+        x = x.round_().clamp_(0, 255)  # Pillow keeps uint8 between its two passes
+        x = torch.einsum("bchs,bth->bcts", x, down.to(images.device))
+        x = x.round_().clamp_(0, 255).mul_(1.0 / 255)
+        return x.sub_(self.mean.to(x.device)).div_(self.std.to(x.device))
+
+    def __call__(self, images: torch.Tensor # uint8 (B, 3, H, W), one size
+                ) -> torch.Tensor:
+        n, _, height, width = images.shape
+        return self.apply(images, self.draw(n, height, width))
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(image_size={self.image_size}, scale={self.scale}, "
+                f"ratio={self.ratio}, interpolation={self.interpolation!r}, "
+                f"hflip_p={self.hflip_p})")
