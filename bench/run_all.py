@@ -39,7 +39,8 @@ SCRIPTS = [
     ("bench_ema.py", ["--quick"], []),
     ("bench_model_throughput.py", ["--steps", "30", "--repeats", "2"], []),
     ("bench_onnx_vs_eager.py", ["--repeats", "5"], []),
-    ("bench_train_speed.py", [], ["--rounds", "5"]),
+    ("bench_train_speed.py", ["--after", "data.batch_augment=false", "--skip-c-after"],
+     ["--rounds", "5", "--after", "data.batch_augment=false", "--skip-c-after"]),
     ("bench_step_costs.py", [], ["--rounds", "5"]),
     ("bench_fixed_costs.py", [], []),  # one whole default run, phase by phase
     ("bench_make_train.py", ["--skip-ddp"], ["--ddp-repeats", "3"]),

@@ -501,11 +501,13 @@ class ImageClassificationDataModule(pl.LightningDataModule):
         kwargs = dict(batch_size=self.batch_size, num_workers=self.num_workers,
                       collate_fn=collate_classification, pin_memory=self.pin_memory,
                       persistent_workers=self.persistent_workers and self.num_workers > 0)
+        if self.train_batch_transform is not None:  # small cached images: a worker costs more
+            kwargs.update(num_workers=0, persistent_workers=False)
         if not train: return DataLoader(dataset, shuffle=False, **kwargs)
         drop_last = self.drop_last if self.drop_last is not None else len(dataset) > self.batch_size
-        if self.train_batch_transform is not None:  # one indexing step and tensor ops: no worker
+        if self.train_batch_transform is not None:
             dataset = BatchAugmentedDataset(dataset, self.train_batch_transform)
-            kwargs.update(num_workers=0, persistent_workers=False, collate_fn=_collated)
+            kwargs.update(collate_fn=_collated)
         return DataLoader(dataset, sampler=self.sampler, shuffle=self.sampler is None,
                           drop_last=drop_last, **kwargs)
 
