@@ -11,7 +11,9 @@ and put beside the training step it rides on:
 - one EMA update of the weights (`EMACallback`, what runs after every optimizer step);
 - one epoch's figures: the confusion matrix (1 PNG) and the training-history curves (4 PNGs);
 - one checkpoint save through `AtomicCheckpointIO` (temp file, fsync, rename; two per epoch: best and last),
-  in CPU and in wall seconds (the fsync waits on the disk, and training waits with it).
+  in CPU and in wall seconds (the fsync waits on the disk, and training waits with it);
+- what the training thread pays for a save through `BackgroundCheckpointIO` (what `classifier-train` uses:
+  the tensor copy, the write on another thread) and for the same state saved again (a hard link).
 
 The per-epoch cost of each is then given as a share of one default epoch's steps (train batches x step).
 
@@ -32,7 +34,7 @@ from _harness import Figure, append_results, scratch_dir  # noqa: E402
 
 from bench_train_speed import build_data, default_config, new_model  # noqa: E402
 from classifier_training.callbacks.training_history import HISTORY_PLOTS, plot_history  # noqa: E402
-from classifier_training.checkpoints import AtomicCheckpointIO  # noqa: E402
+from classifier_training.checkpoints import AtomicCheckpointIO, BackgroundCheckpointIO  # noqa: E402
 from classifier_training.data.datamodule import BatchAugmentedDataset, collate_classification  # noqa: E402
 from classifier_training.data.datasets import ImageClassificationDataset  # noqa: E402
 from classifier_training.data.transforms import BatchTrainTransform  # noqa: E402
@@ -45,6 +47,13 @@ def cpu(fn, n: int = 1) -> float:
     start = time.process_time()
     for _ in range(n): fn()
     return (time.process_time() - start) / n
+
+
+def thread_cpu(fn) -> float:
+    "CPU seconds of the calling thread for one call of fn (work it hands to other threads left out)."
+    start = time.thread_time()
+    fn()
+    return time.thread_time() - start
 
 
 def main(argv=None):
@@ -101,6 +110,13 @@ def main(argv=None):
         start = time.perf_counter()
         AtomicCheckpointIO().save_checkpoint(ckpt, tmp / "last.ckpt")
         wall_ckpt.append(time.perf_counter() - start)
+    background = BackgroundCheckpointIO()
+    def background_pair():  # best.ckpt, then last.ckpt of the same state, as build_trainer saves them
+        first = thread_cpu(lambda: background.save_checkpoint(ckpt, tmp / "best.ckpt"))
+        second = thread_cpu(lambda: background.save_checkpoint(ckpt, tmp / "last.ckpt"))
+        background.wait()
+        return first, second
+    pair_times = []
     pieces = {"train step, NCHW": (lambda: cpu(step_nchw, args.steps)),
               "train step, channels_last": (lambda: cpu(step_cl, args.steps)),
               "load a batch from the files (decode + transform)": (lambda: cpu(load(files))),
@@ -111,7 +127,10 @@ def main(argv=None):
               "AdamW update, fused (build_optimizer)": (lambda: cpu(updates["fused"].step, 10)),
               "confusion-matrix figure (1 PNG)": (lambda: cpu(cm_figure)),
               "training-history figures (4 PNGs)": (lambda: cpu(history_figures)),
-              "checkpoint save (atomic, fsync; CPU)": (lambda: cpu(save_ckpt))}
+              "checkpoint save (atomic, fsync; CPU)": (lambda: cpu(save_ckpt)),
+              "checkpoint save, BackgroundCheckpointIO: training thread (tensor copy)": (
+                  lambda: pair_times.append(background_pair()) or pair_times[-1][0]),
+              "the same state saved again (hard link): training thread": (lambda: pair_times[-1][1])}
     for fn in pieces.values(): fn()  # warm-up: first allocations, font cache
     times = {k: [] for k in pieces}
     for _ in range(args.rounds):
@@ -126,7 +145,9 @@ def main(argv=None):
                  "AdamW update, for-loop (PyTorch's CPU default)": train_batches,
                  "AdamW update, fused (build_optimizer)": train_batches,
                  "confusion-matrix figure (1 PNG)": 1, "training-history figures (4 PNGs)": 1,
-                 "checkpoint save (atomic, fsync; CPU)": 2}
+                 "checkpoint save (atomic, fsync; CPU)": 2,
+                 "checkpoint save, BackgroundCheckpointIO: training thread (tensor copy)": 1,
+                 "the same state saved again (hard link): training thread": 1}
     figures = []
     for k, v in best.items():
         med = statistics.median(times[k])

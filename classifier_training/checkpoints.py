@@ -8,21 +8,25 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import shutil
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
+from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning_utilities.core.apply_func import apply_to_collection
 from torch import nn
 
 from .core import (CheckpointError, ClassifierTrainingError, ConfigError,
-                                      atomic_writer, error_summary)
+                                      atomic_link, atomic_writer, error_summary)
 from .model import ImageClassifier
 
 # %% auto #0
 __all__ = ['read_checkpoint', 'load_ema_weights', 'load_raw_weights', 'ema_update_count', 'load_checkpoint_model',
-           'AtomicCheckpointIO', 'ResumeError', 'resolve_resume']
+           'same_training_state', 'AtomicCheckpointIO', 'BackgroundCheckpointIO', 'ResumeError', 'resolve_resume']
 
 # %% ../nbs/11_checkpoints.ipynb #d9319f65
 _REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")  # how torch names a class it refused to import
@@ -115,6 +119,39 @@ def load_checkpoint_model(ckpt_path: str | os.PathLike, # a .ckpt written by cla
     return model.eval(), used
 
 # %% ../nbs/11_checkpoints.ipynb #26a9b416
+_SMALL_TENSOR = 1 << 16  # elements: compared by value; larger ones by storage and version
+
+def _state_leaves(checkpoint: dict[str, Any]) -> list[tuple[str, Any, int | None]]:
+    "(path, value, tensor version now) of every leaf of a dumped checkpoint, its callbacks' aside."
+    leaves = []
+    def walk(obj, path: str):
+        if isinstance(obj, dict):
+            for key, value in obj.items(): walk(value, f"{path}/{key!r}")
+        elif isinstance(obj, (list, tuple)):
+            for i, value in enumerate(obj): walk(value, f"{path}/{i}")
+        else: leaves.append((path, obj, obj._version if isinstance(obj, torch.Tensor) else None))
+    for key, value in checkpoint.items():
+        if key != "callbacks": walk(value, repr(key))
+    return leaves
+
+def _same_leaf(old: Any, version: int | None, new: Any) -> bool:
+    if isinstance(old, torch.Tensor):
+        if not isinstance(new, torch.Tensor): return False
+        if (old.shape, old.dtype, old.device) != (new.shape, new.dtype, new.device): return False
+        if (old.data_ptr() == new.data_ptr() and old.stride() == new.stride()
+                and new._version == version): return True  # the same storage, not written since
+        return old.numel() <= _SMALL_TENSOR and bool(torch.equal(old, new))
+    if type(old) is not type(new): return False
+    try: return bool(old == new)
+    except (TypeError, ValueError, RuntimeError): return False
+
+def same_training_state(old: list, # _state_leaves of the earlier checkpoint, kept since its save
+                        new: list, # _state_leaves of the checkpoint to save now
+                       ) -> bool:
+    "True when two dumped checkpoints hold the same state (callback bookkeeping aside)."
+    return len(old) == len(new) and all(
+        p == q and _same_leaf(a, version, b) for (p, a, version), (q, b, _) in zip(old, new))
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     "Lightning CheckpointIO: saves via a temp file + fsync + rename, loads with weights_only=True."
     def save_checkpoint(self, checkpoint: dict[str, Any], # the state Lightning dumps
@@ -127,6 +164,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError(f"{type(self).__name__} does not support storage_options")
         with atomic_writer(path, "wb") as f: torch.save(checkpoint, f)
 
+    def copy_checkpoint(self, source: str | os.PathLike, # a checkpoint file this IO wrote
+                        path: str | os.PathLike, # the second name
+                       ) -> None:
+        "Give the file `source` the name `path` too, atomically: a hard link, else a copy."
+        try: atomic_link(source, path)
+        except OSError:  # a file system without hard links
+            with open(source, "rb") as src, atomic_writer(path, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 24)
+
     def load_checkpoint(self, path: str | os.PathLike, # checkpoint file
                         map_location: Any = lambda storage, loc: storage, # torch.load map_location
                         weights_only: bool | None = True, # None is taken as True: no code runs
@@ -134,6 +180,72 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         "Load a checkpoint, by default with `weights_only=True`."
         return super().load_checkpoint(path, map_location=map_location,
                                        weights_only=True if weights_only is None else weights_only)
+
+# %% ../nbs/11_checkpoints.ipynb #4d207ccb
+def _detached_copy(tensor: torch.Tensor) -> torch.Tensor: return tensor.detach().clone()
+
+class BackgroundCheckpointIO(CheckpointIO):
+    "Checkpoints copied at once and written on a thread; the same state saved again becomes a link."
+    def __init__(self, checkpoint_io: AtomicCheckpointIO | None = None, # None: a new one
+                ):
+        self.checkpoint_io = checkpoint_io if checkpoint_io is not None else AtomicCheckpointIO()
+        self._executor: ThreadPoolExecutor | None = None
+        self._error: BaseException | None = None
+        self._previous: tuple[Path, list] | None = None  # the last file written and its state
+
+    def _submit(self, task: Callable, *args) -> None:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        def run():
+            try: task(*args)
+            except BaseException as e: self._error = e
+        self._executor.submit(run)
+        self._raise_error()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], # the state Lightning dumps
+                        path: str | os.PathLike, # target .ckpt file
+                        storage_options: Any | None = None, # passed on to the writer
+                       ) -> None:
+        "Queue the write of a copy of `checkpoint`, or a link when it repeats the last state."
+        leaves = _state_leaves(checkpoint)
+        local = "://" not in str(path) and storage_options is None
+        if (local and self._previous is not None and self._previous[0] != Path(path)
+                and same_training_state(self._previous[1], leaves)):
+            return self._submit(self.checkpoint_io.copy_checkpoint, self._previous[0], Path(path))
+        copy = apply_to_collection(checkpoint, torch.Tensor, _detached_copy)
+        self._submit(self.checkpoint_io.save_checkpoint, copy, path, storage_options)
+        self._previous = (Path(path), leaves) if local else None
+
+    def remove_checkpoint(self, path: str | os.PathLike # a checkpoint file
+                         ) -> None:
+        "Queue the removal, after the writes queued before it."
+        if self._previous is not None and self._previous[0] == Path(path): self._previous = None
+        self._submit(self.checkpoint_io.remove_checkpoint, path)
+
+    def load_checkpoint(self, path: str | os.PathLike, # checkpoint file
+                        map_location: Any = None, # torch.load map_location (None: where saved)
+                        weights_only: bool | None = True, # None is taken as True: no code runs
+                       ) -> dict[str, Any]:
+        "Wait for the queued writes, then load as `AtomicCheckpointIO` does."
+        self.wait()
+        where = {} if map_location is None else {"map_location": map_location}
+        return self.checkpoint_io.load_checkpoint(path, weights_only=weights_only, **where)
+
+    def wait(self) -> None:
+        "Block until every queued write is on disk; raise the first error of one."
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        self._raise_error()
+
+    def teardown(self) -> None:
+        "Lightning calls this when fit ends: the writes are finished before anything reads them."
+        self.wait()
 
 # %% ../nbs/11_checkpoints.ipynb #20d7b9b1
 class ResumeError(CheckpointError, ConfigError):

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import re
+import secrets
 import stat
 import tempfile
 from pathlib import Path
@@ -27,9 +28,10 @@ if TYPE_CHECKING:
 # %% auto #0
 __all__ = ['INTERPOLATIONS', 'IMAGE_EXTENSIONS', 'IMAGE_READ_REASONS', 'MAX_IMAGE_BYTES', 'ClassifierTrainingError',
            'DatasetError', 'ConfigError', 'ExportError', 'CheckpointError', 'error_summary', 'ClassificationBatch',
-           'PreprocessingConfig', 'atomic_writer', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json',
-           'atomic_save_figure', 'is_image_path', 'natural_sort_key', 'sha256_bytes', 'sha256_file', 'ImageReadError',
-           'read_image_bytes', 'to_rgb', 'load_image_rgb', 'labels_mapping', 'write_labels_mapping']
+           'PreprocessingConfig', 'atomic_writer', 'atomic_write_bytes', 'atomic_write_text', 'atomic_link',
+           'atomic_write_json', 'atomic_save_figure', 'is_image_path', 'natural_sort_key', 'sha256_bytes',
+           'sha256_file', 'ImageReadError', 'read_image_bytes', 'to_rgb', 'load_image_rgb', 'labels_mapping',
+           'write_labels_mapping']
 
 # %% ../nbs/00_core.ipynb #e2e397be
 class ClassifierTrainingError(Exception):
@@ -176,6 +178,20 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     "Write `text` (UTF-8) to `path` atomically."
     with atomic_writer(path, "w") as f: f.write(text)
     return Path(path)
+
+def atomic_link(source: str | os.PathLike, # an existing file, already written and fsynced
+                path: str | os.PathLike, # the name to create or replace
+               ) -> Path:
+    "Make `path` a hard link to `source` atomically: a link under a temporary name, then renamed."
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"  # named as atomic_writer's
+    os.link(source, tmp)
+    try: os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return path
 
 def _json_default(o):
     if dataclasses.is_dataclass(o): return dataclasses.asdict(o)

@@ -94,15 +94,14 @@ def build_trainer(cfg: DictConfig, # a composed config (paths.run_dir resolved)
     "A Trainer for `cfg.trainer`, writing into the run folder; atomic checkpoint saves in a thread."
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelSummary
-    from lightning.pytorch.plugins.io import AsyncCheckpointIO
     from classifier_training.callbacks.model_info import LayerSummary
-    from classifier_training.checkpoints import AtomicCheckpointIO
+    from classifier_training.checkpoints import BackgroundCheckpointIO
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     if kwargs.get("enable_model_summary", True) is not False and not any(
             isinstance(c, ModelSummary) for c in callbacks):
         callbacks = [*callbacks, LayerSummary()]  # Lightning's table minus metrics and 0 FLOPs
     return pl.Trainer(**kwargs, default_root_dir=cfg.paths.run_dir, callbacks=callbacks,
-                      logger=logger, plugins=[AsyncCheckpointIO(AtomicCheckpointIO())])
+                      logger=logger, plugins=[BackgroundCheckpointIO()])
 
 # %% ../nbs/42_training.ipynb #a2e7f0fd
 @dataclasses.dataclass
