@@ -243,7 +243,7 @@ class ImageClassificationDataModule(pl.LightningDataModule):
                  sampler_seed: int | None = None, # sampler seed: same draws on every rank
                  check_workers: int | None = None, # the check's workers (None: one per core)
                  max_pixels: int | None = 89_478_485, # refuse larger images (None: Pillow's)
-                 check_cache: bool = True, # reuse a stored check result for an unchanged file list
+                 check_cache: bool = True, # reuse stored check results and decoded images
                  cache_dir: str | os.PathLike | None = None, # sample/check cache (None: default)
                  verbose: bool = True, # print the scan line and the check summary (rank zero only)
                  duplicates: str = "warn", # cross-split copies: 'warn', 'drop_from_eval', 'fail'
@@ -323,20 +323,31 @@ class ImageClassificationDataModule(pl.LightningDataModule):
         self.train_dataset = self.val_dataset = self.test_dataset = None
         self.sampler: TrackingWeightedRandomSampler | None = None
         self.train_batch_transform: BatchTrainTransform | None = None  # set by setup()
+        self._fingerprint: str | None = None  # of the scanned file list, with check_cache
 
     # --- scan and check: once per process, and once per node thanks to the on-disk check cache ---
     def _dataset_root(self) -> Path:
         return self.root if self.root is not None else materialize_sample(self.cache_dir)
 
+    def _cache_folder(self) -> Path:
+        return self.cache_dir if self.cache_dir is not None else default_cache_dir()
+
     def _check_cache_path(self, index: DatasetIndex) -> Path:
-        folder = ((self.cache_dir if self.cache_dir is not None else default_cache_dir())
-                  / "dataset_checks")
-        return folder / f"{_index_fingerprint(index, self.max_pixels)}.json"
+        return (self._cache_folder() / "dataset_checks"
+                / f"{_index_fingerprint(index, self.max_pixels)}.json")
+
+    def _decoded_store(self, split: str) -> Path | None:
+        "Where a split's decoded images are kept between runs: named after the checked file list."
+        if self._fingerprint is None: return None
+        paths = "\n".join(str(r.path) for r in self.index.splits.get(split, []))
+        key = hashlib.sha256(f"{self._fingerprint}|{split}|{paths}".encode()).hexdigest()
+        return self._cache_folder() / "decoded_images" / f"{key}.npy"
 
     def _checked(self, index: DatasetIndex) -> DatasetReport:
         "The check report for `index`: per-file results stored for an unchanged file list, or new."
         loud = self.verbose and _rank() == 0
         path = self._check_cache_path(index) if self.check_cache else None
+        self._fingerprint = path.stem if path is not None else None
         paths, checks, seconds = list(dict.fromkeys(index.paths())), None, 0.0
         if path is not None and path.is_file():
             try: checks = read_check_cache(path, path.stem, paths)
@@ -388,7 +399,7 @@ class ImageClassificationDataModule(pl.LightningDataModule):
                                "after the dataset check; see the check summary above")
         make = lambda split, tf: ImageClassificationDataset(
             self.index.splits.get(split, []), c2i, tf, cache_images=self.cache_images,
-            max_pixels=self.max_pixels)
+            max_pixels=self.max_pixels, cache_file=self._decoded_store(split))
         self.train_dataset = make("train", self.train_transform)
         self.train_batch_transform = self._resolve_batch_augment()
         self.val_dataset = make("val", self.eval_transform)

@@ -19,17 +19,18 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..core import (ConfigError, DatasetError, ImageReadError, error_summary,
-                                      is_image_path, load_image_rgb, natural_sort_key, to_rgb)
+from ..core import (ConfigError, DatasetError, ImageReadError, atomic_writer,
+                                      error_summary, is_image_path, load_image_rgb,
+                                      natural_sort_key, to_rgb)
 from .records import (SampleRecord, find_jsonl_files, has_jsonl,
                                               list_folder, read_csv_annotations,
                                               read_jsonl_annotations, refuse_label_conflicts,
                                               relative_path, scan_class_folders, split_images)
 
 # %% auto #0
-__all__ = ['SPLITS', 'FORMAT_DESCRIPTIONS', 'AUTO_CACHE_RAM_SHARE', 'DatasetFormat', 'DatasetWarning', 'DatasetIndex',
-           'scan_dataset', 'available_ram_bytes', 'decoded_size_estimate', 'resolve_cache_images',
-           'ImageClassificationDataset']
+__all__ = ['SPLITS', 'FORMAT_DESCRIPTIONS', 'AUTO_CACHE_RAM_SHARE', 'DECODED_STORE_MAX_BYTES', 'DatasetFormat', 'DatasetWarning',
+           'DatasetIndex', 'scan_dataset', 'available_ram_bytes', 'decoded_size_estimate', 'read_decoded_images',
+           'write_decoded_images', 'resolve_cache_images', 'ImageClassificationDataset']
 
 # %% ../../nbs/02_data.datasets.ipynb #bee01a70
 SPLITS = ("train", "val", "test")
@@ -341,6 +342,32 @@ def decoded_size_estimate(paths: list[Path], # the image files of one split
         except (OSError, ValueError, Image.DecompressionBombError): continue
     return int(sum(pixels) / len(pixels) * 3 * len(paths)) if pixels else 0
 
+DECODED_STORE_MAX_BYTES = 256 * 2**20  # decoded images of a split stored on disk up to this size
+
+def read_decoded_images(path: str | os.PathLike, # a .npy file write_decoded_images wrote
+                        count: int, # images the split has
+                       ) -> np.ndarray | None:
+    "The stored (count, H, W, 3) uint8 images, or None when the file is missing or not such data."
+    try: images = np.load(path, allow_pickle=False)  # data only: an object array is refused
+    except (OSError, ValueError, EOFError): return None
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[0] != count \
+            or images.shape[-1] != 3:
+        return None
+    return images
+
+def write_decoded_images(path: str | os.PathLike, # where to store them (.npy)
+                         images: np.ndarray, # (N, H, W, 3) uint8
+                        ) -> bool:
+    "Store decoded images as plain .npy data (atomically); False when too large or not writable."
+    if images.nbytes > DECODED_STORE_MAX_BYTES: return False
+    try:
+        with atomic_writer(path, "wb") as f: np.save(f, images, allow_pickle=False)
+    except OSError as e:
+        warnings.warn(f"could not store the decoded images in {Path(path).parent}: "
+                      f"{error_summary(e)}", stacklevel=2)
+        return False
+    return True
+
 def resolve_cache_images(cache_images: bool | str, # True, False or "auto"
                          paths: list[Path], # the image files that would be cached
                         ) -> bool:
@@ -362,6 +389,7 @@ class ImageClassificationDataset(Dataset):
                  transform: Callable | None = None, # applied to the RGB Pillow image (None: as is)
                  cache_images: bool | str = False, # decode once and keep in RAM; "auto": if it fits
                  max_pixels: int | None = None, # decompression-bomb limit passed to load_image_rgb
+                 cache_file: str | os.PathLike | None = None, # .npy of the decoded images (below)
                 ):
         unknown = sorted({r.label for r in records} - set(class_to_idx))
         if unknown:
@@ -370,12 +398,16 @@ class ImageClassificationDataset(Dataset):
         self.transform, self.max_pixels = transform, max_pixels
         self.targets = [self.class_to_idx[r.label] for r in self.records]
         self.paths = [r.path for r in self.records]
-        self._cache = ([np.asarray(load_image_rgb(p, max_pixels)) for p in self.paths]
-                       if resolve_cache_images(cache_images, self.paths) else None)
-        self._stacked = None  # one (N, H, W, 3) array when every cached image has the same size
-        if self._cache and len({a.shape for a in self._cache}) == 1:
-            self._stacked = np.stack(self._cache)
-            self._cache = list(self._stacked)  # views: the images are held once
+        self._cache, self._stacked = None, None  # _stacked: (N, H, W, 3) when sizes agree
+        if not resolve_cache_images(cache_images, self.paths): return
+        stored = read_decoded_images(cache_file, len(self.paths)) if cache_file else None
+        if stored is not None: self._stacked = stored
+        else:
+            self._cache = [np.asarray(load_image_rgb(p, max_pixels)) for p in self.paths]
+            if self._cache and len({a.shape for a in self._cache}) == 1:
+                self._stacked = np.stack(self._cache)
+                if cache_file: write_decoded_images(cache_file, self._stacked)
+        if self._stacked is not None: self._cache = list(self._stacked)  # views: held once
 
     @property
     def cached_size(self) -> tuple[int, int] | None:
