@@ -5,6 +5,7 @@
 # %% ../nbs/11_checkpoints.ipynb #beea5bd4
 from __future__ import annotations
 
+import copy
 import os
 import pickle
 import re
@@ -121,26 +122,33 @@ def load_checkpoint_model(ckpt_path: str | os.PathLike, # a .ckpt written by cla
 # %% ../nbs/11_checkpoints.ipynb #26a9b416
 _SMALL_TENSOR = 1 << 16  # elements: compared by value; larger ones by storage and version
 
-def _state_leaves(checkpoint: dict[str, Any]) -> list[tuple[str, Any, int | None]]:
-    "(path, value, tensor version now) of every leaf of a dumped checkpoint, its callbacks' aside."
+def _version(tensor: torch.Tensor) -> int | None:
+    "The in-place write counter; None for tensors made under inference_mode (they have none)."
+    return None if tensor.is_inference() else tensor._version
+
+def _state_leaves(checkpoint: dict[str, Any]) -> list[tuple]:
+    "(path, value, version, copy if small) of every leaf of a checkpoint, its callbacks' aside."
     leaves = []
     def walk(obj, path: str):
         if isinstance(obj, dict):
             for key, value in obj.items(): walk(value, f"{path}/{key!r}")
         elif isinstance(obj, (list, tuple)):
             for i, value in enumerate(obj): walk(value, f"{path}/{i}")
-        else: leaves.append((path, obj, obj._version if isinstance(obj, torch.Tensor) else None))
+        elif isinstance(obj, torch.Tensor):
+            small = obj.numel() <= _SMALL_TENSOR
+            leaves.append((path, obj, _version(obj), obj.detach().clone() if small else None))
+        else: leaves.append((path, copy.deepcopy(obj), None, None))
     for key, value in checkpoint.items():
         if key != "callbacks": walk(value, repr(key))
     return leaves
 
-def _same_leaf(old: Any, version: int | None, new: Any) -> bool:
+def _same_leaf(old: Any, version: int | None, snapshot: torch.Tensor | None, new: Any) -> bool:
     if isinstance(old, torch.Tensor):
         if not isinstance(new, torch.Tensor): return False
         if (old.shape, old.dtype, old.device) != (new.shape, new.dtype, new.device): return False
-        if (old.data_ptr() == new.data_ptr() and old.stride() == new.stride()
-                and new._version == version): return True  # the same storage, not written since
-        return old.numel() <= _SMALL_TENSOR and bool(torch.equal(old, new))
+        if snapshot is not None: return bool(torch.equal(snapshot, new))  # small: by value
+        return (old.data_ptr() == new.data_ptr() and old.stride() == new.stride()
+                and version is not None and _version(new) == version)  # large: not rewritten
     if type(old) is not type(new): return False
     try: return bool(old == new)
     except (TypeError, ValueError, RuntimeError): return False
@@ -150,7 +158,8 @@ def same_training_state(old: list, # _state_leaves of the earlier checkpoint, ke
                        ) -> bool:
     "True when two dumped checkpoints hold the same state (callback bookkeeping aside)."
     return len(old) == len(new) and all(
-        p == q and _same_leaf(a, version, b) for (p, a, version), (q, b, _) in zip(old, new))
+        p == q and _same_leaf(a, version, snapshot, b)
+        for (p, a, version, snapshot), (q, b, _, _) in zip(old, new))
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     "Lightning CheckpointIO: saves via a temp file + fsync + rename, loads with weights_only=True."
@@ -197,6 +206,7 @@ class BackgroundCheckpointIO(CheckpointIO):
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         def run():
+            if self._error is not None: return  # after a failed write nothing queued runs
             try: task(*args)
             except BaseException as e: self._error = e
         self._executor.submit(run)
@@ -204,8 +214,15 @@ class BackgroundCheckpointIO(CheckpointIO):
 
     def _raise_error(self) -> None:
         if self._error is not None:
-            error, self._error = self._error, None
+            self.wait_for_queue()
+            error, self._error, self._previous = self._error, None, None
             raise error
+
+    def wait_for_queue(self) -> None:
+        "Block until every queued write, link and removal has run (or been skipped)."
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
 
     def save_checkpoint(self, checkpoint: dict[str, Any], # the state Lightning dumps
                         path: str | os.PathLike, # target .ckpt file
@@ -228,7 +245,7 @@ class BackgroundCheckpointIO(CheckpointIO):
         self._submit(self.checkpoint_io.remove_checkpoint, path)
 
     def load_checkpoint(self, path: str | os.PathLike, # checkpoint file
-                        map_location: Any = None, # torch.load map_location (None: where saved)
+                        map_location: Any = None, # torch.load map_location; None: CPU
                         weights_only: bool | None = True, # None is taken as True: no code runs
                        ) -> dict[str, Any]:
         "Wait for the queued writes, then load as `AtomicCheckpointIO` does."
@@ -238,14 +255,13 @@ class BackgroundCheckpointIO(CheckpointIO):
 
     def wait(self) -> None:
         "Block until every queued write is on disk; raise the first error of one."
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        self.wait_for_queue()
         self._raise_error()
 
     def teardown(self) -> None:
         "Lightning calls this when fit ends: the writes are finished before anything reads them."
-        self.wait()
+        try: self.wait()
+        finally: self._previous = None  # a new fit compares nothing with this one
 
 # %% ../nbs/11_checkpoints.ipynb #20d7b9b1
 class ResumeError(CheckpointError, ConfigError):

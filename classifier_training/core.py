@@ -187,9 +187,8 @@ def atomic_link(source: str | os.PathLike, # an existing file, already written a
     tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"  # named as atomic_writer's
     os.link(source, tmp)
     try: os.replace(tmp, path)
-    except BaseException:
+    finally:  # also after success: renaming onto the same file leaves both names (POSIX)
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
-        raise
     _fsync_dir(path.parent)
     return path
 

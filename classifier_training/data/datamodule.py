@@ -67,7 +67,13 @@ class BatchAugmentedDataset(Dataset):
     def __getitems__(self, indices: Sequence[int] # one batch's positions, from the sampler
                     ) -> ClassificationBatch:
         index = torch.as_tensor(indices, dtype=torch.long)
-        return {"images": self.transform(self.dataset.cached_batch(index)),
+        images = self.dataset.cached_batch(index)
+        # one draw of the global generator (a checkpoint restores it) plus the rank: DDP ranks
+        # crop differently, and a resumed run draws what an uninterrupted one would
+        seed = int(torch.randint(0, 2**62, ())) + _rank()
+        boxes = self.transform.draw(len(index), images.shape[2], images.shape[3],
+                                    torch.Generator().manual_seed(seed))
+        return {"images": self.transform.apply(images, boxes),
                 "labels": self.targets[index], "indices": index}
 
     def __getitem__(self, i: int) -> dict:

@@ -409,6 +409,16 @@ class ImageClassificationDataset(Dataset):
                 if cache_file: write_decoded_images(cache_file, self._stacked)
         if self._stacked is not None: self._cache = list(self._stacked)  # views: held once
 
+    def __getstate__(self) -> dict:
+        "Pickled (spawned workers, DDP spawn) with the stacked cache only: its views are rebuilt."
+        state = self.__dict__.copy()
+        if state.get("_stacked") is not None: state["_cache"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if self._stacked is not None: self._cache = list(self._stacked)
+
     @property
     def cached_size(self) -> tuple[int, int] | None:
         "(height, width) shared by every cached image; None without a cache or with mixed sizes."

@@ -301,7 +301,7 @@ class BatchTrainTransform:
         interpolation = InterpolationMode(crop.interpolation).value
         if crop.size[0] != crop.size[1] or interpolation not in _FILTER_SUPPORT: return None
         flips = [s.p for s in steps if isinstance(s, v2.RandomHorizontalFlip)]
-        hflip_p = 1 - math.prod(1 - p for p in flips)
+        hflip_p = (1 - math.prod(1 - 2 * p for p in flips)) / 2  # an odd number of flips
         return cls(crop.size[0], crop.scale, crop.ratio, interpolation, hflip_p,
                    norm.mean.flatten().tolist(), norm.std.flatten().tolist())
 
