@@ -39,16 +39,21 @@ from cli_runs import (BAD_CASES, BOOT_CLASS, CANTA, IGNORED_CASES, PER_CLASS, TE
 
 # `classifier-train` that SIGKILLs itself right after last.ckpt of epoch CT_CRASH_AFTER_EPOCH is in place
 CRASHING_TRAIN = r"""
-import os, signal, sys
+import os, signal, sys, torch
 import classifier_training.training as T
 from classifier_training.checkpoints import AtomicCheckpointIO
 crash_epoch = int(os.environ["CT_CRASH_AFTER_EPOCH"])
-save = AtomicCheckpointIO.save_checkpoint
-def save_then_die(self, checkpoint, path, storage_options=None):
-    save(self, checkpoint, path, storage_options)
-    if os.path.basename(str(path)) == "last.ckpt" and checkpoint.get("epoch") == crash_epoch:
+save, link = AtomicCheckpointIO.save_checkpoint, AtomicCheckpointIO.copy_checkpoint
+def die_after_last(path):
+    if os.path.basename(str(path)) == "last.ckpt" and \
+            torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"] == crash_epoch:
         os.kill(os.getpid(), signal.SIGKILL)
-AtomicCheckpointIO.save_checkpoint = save_then_die  # the class the pipeline's Trainer uses
+def save_then_die(self, checkpoint, path, storage_options=None):
+    save(self, checkpoint, path, storage_options); die_after_last(path)
+def link_then_die(self, source, path):  # last.ckpt of an improving epoch: a link to best.ckpt
+    link(self, source, path); die_after_last(path)
+AtomicCheckpointIO.save_checkpoint = save_then_die  # the class the pipeline's Trainer writes with
+AtomicCheckpointIO.copy_checkpoint = link_then_die
 sys.argv = ["classifier-train", *sys.argv[1:]]
 T.main()
 """
