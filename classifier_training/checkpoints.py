@@ -234,8 +234,8 @@ class BackgroundCheckpointIO(CheckpointIO):
         if (local and self._previous is not None and self._previous[0] != Path(path)
                 and same_training_state(self._previous[1], leaves)):
             return self._submit(self.checkpoint_io.copy_checkpoint, self._previous[0], Path(path))
-        copy = apply_to_collection(checkpoint, torch.Tensor, _detached_copy)
-        self._submit(self.checkpoint_io.save_checkpoint, copy, path, storage_options)
+        frozen = apply_to_collection(checkpoint, torch.Tensor, _detached_copy)  # training goes on
+        self._submit(self.checkpoint_io.save_checkpoint, frozen, path, storage_options)
         self._previous = (Path(path), leaves) if local else None
 
     def remove_checkpoint(self, path: str | os.PathLike # a checkpoint file
