@@ -44,7 +44,7 @@ SCRIPTS = [
     ("bench_step_costs.py", [], ["--rounds", "5"]),
     ("bench_fixed_costs.py", [], []),  # one whole default run, phase by phase
     ("bench_make_train.py", ["--skip-ddp"], ["--ddp-repeats", "3"]),
-    ("bench_default_accuracy.py", [], []),  # five default runs: about 13 minutes
+    ("bench_default_accuracy.py", [], []),  # five default runs + three of the code before the speed work: ~16 min
     ("bench_check_scale.py", [], []),  # 200,000 generated images
     ("bench_callback_overhead.py", None, []),  # superseded by bench_train_speed (d/c)
     ("bench_calibration.py", None, []),  # two real training runs (sample, digits): about 15 min
