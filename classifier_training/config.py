@@ -318,13 +318,16 @@ def check_overrides(overrides: list[str], # command-line overrides: "data.root=/
                                   + (f"; did you mean '{key}={near[0]}'?" if near else "")
                                   + f" Options: {', '.join(options)}")
             group_choices.append(o.input_line)
+    keys = [o for o in parsed if not (o.key_or_group == "hydra"  # "+key=value": added on purpose
+                                      or o.key_or_group.startswith(("hydra.", "hydra/"))
+                                      or o.key_or_group in CONFIG_GROUPS
+                                      or o.is_add() or o.is_force_add())]
+    if not keys: return  # nothing to look up: no need to compose the config a second time
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         base = compose("train", overrides=group_choices)
     valid = sorted(_dotted_keys(OmegaConf.to_container(base, resolve=False)))
-    for o in parsed:
+    for o in keys:
         key = o.key_or_group
-        if key == "hydra" or key.startswith(("hydra.", "hydra/")) or key in CONFIG_GROUPS: continue
-        if o.is_add() or o.is_force_add(): continue  # "+key=value" adds on purpose: validated later
         if key in valid: continue
         parent, leaf = key.rsplit(".", 1) if "." in key else ("", key)
         source = FILLED_BY_PIPELINE.get(parent, {}).get(leaf)

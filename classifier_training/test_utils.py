@@ -161,7 +161,8 @@ def tiny_trained_export(work: str | os.PathLike, # scratch folder (data, run, ex
     try:
         log.setLevel(logging.WARNING)  # no "GPU available" lines in demos
         trainer = tiny_trainer(work / "run", limit_train_batches=3, enable_checkpointing=True,
-                               callbacks=[EMACallback(decay=0.9, warmup_steps=1)])
+                               callbacks=[EMACallback(decay=0.9, warmup_steps=1,
+                                                     update_every_n_steps=1)])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             trainer.fit(model, dm)

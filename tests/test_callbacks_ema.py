@@ -54,7 +54,8 @@ def _fit(root, data, crash_at: int | None = None, ckpt_path=None):
                                    save_on_train_epoch_end=True)]
     extra = [Crash(crash_at)] if crash_at is not None else []
     trainer = pl.Trainer(max_epochs=EPOCHS, default_root_dir=root, deterministic=True, accelerator="cpu", devices=1,
-                         callbacks=[EMACallback(decay=0.9, warmup_steps=5), *extra, *checkpoints], logger=False,
+                         callbacks=[EMACallback(decay=0.9, warmup_steps=5, update_every_n_steps=1), *extra, *checkpoints],
+                         logger=False,
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -20,8 +20,8 @@ __all__ = ['ema_decay_at', 'EMACallback']
 
 # %% ../../nbs/20_callbacks.ema.ipynb #45404ae8
 def ema_decay_at(num_updates: int, # updates already made to the average (0 for the first one)
-                 decay: float = 0.99, # decay after the warm-up
-                 warmup_steps: int = 100, # updates over which the decay ramps from 0 to decay
+                 decay: float, # decay after the warm-up
+                 warmup_steps: int, # updates over which the decay ramps from 0 to decay
                 ) -> float:
     "The effective EMA decay of the next update: `decay * min(1, num_updates / warmup_steps)`."
     if warmup_steps <= 0: return float(decay)
@@ -31,9 +31,9 @@ def ema_decay_at(num_updates: int, # updates already made to the average (0 for 
 class EMACallback(WeightAveraging):
     "Exponential moving average of the weights, with warm-up; validation and export use it."
     def __init__(self,
-                 decay: float = 0.99, # decay after the warm-up, in [0, 1)
-                 warmup_steps: int = 100, # updates over which the decay ramps from 0 to decay
-                 update_every_n_steps: int = 1, # update the average after every n-th optimizer step
+                 decay: float = 0.98, # decay after the warm-up, in [0, 1)
+                 warmup_steps: int = 50, # updates over which the decay ramps from 0 to decay
+                 update_every_n_steps: int = 2, # update the average after every n-th optimizer step
                  device: str | torch.device | None = None, # the average's device; None: the model's
                  use_buffers: bool = True, # also average buffers (BatchNorm running statistics)
                 ):
