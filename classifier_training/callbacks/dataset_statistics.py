@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -95,8 +96,9 @@ class DatasetStatisticsCallback(ArtifactCallback):
                  print_table: bool = True, # print the tables on rank zero
                  file_name: str = "dataset_report.json", # name of the JSON file
                  figures: bool = True, # also dataset_summary.png and duplicates.png
+                 background: bool = True, # draw the PNGs on the shared plotting thread
                 ):
-        super().__init__(output_dir=output_dir, background=False)
+        super().__init__(output_dir=output_dir, background=background)
         self.print_table, self.file_name, self.figures = print_table, file_name, figures
         self._warned = False
         self.report: dict | None = None  # what was written
@@ -121,9 +123,9 @@ class DatasetStatisticsCallback(ArtifactCallback):
         atomic_write_json(folder / self.file_name, report)
         self.report = report
         if self.figures and isinstance(dm.report, DatasetReport):
-            save_figure(dataset_summary_figure(dm.report), folder / "dataset_summary.png")
-            grid = duplicates_figure(dm.report)
-            if grid is not None: save_figure(grid, folder / "duplicates.png")
+            self.submit_figure(partial(dataset_summary_figure, dm.report),
+                               folder / "dataset_summary.png")
+            self.submit_figure(partial(duplicates_figure, dm.report), folder / "duplicates.png")
         if self.print_table:  # the check's summary holds the class table; print it alone otherwise
             if callable(getattr(dm.report, "print_summary", None)):
                 dm.report.print_summary(console=Console())
