@@ -318,7 +318,8 @@ def check_overrides(overrides: list[str], # command-line overrides: "data.root=/
                                   + (f"; did you mean '{key}={near[0]}'?" if near else "")
                                   + f" Options: {', '.join(options)}")
             group_choices.append(o.input_line)
-    keys = [o for o in parsed if not (o.key_or_group == "hydra"  # "+key=value": added on purpose
+    # the plain keys to look up; "+key=value" adds a key on purpose and is validated later
+    keys = [o for o in parsed if not (o.key_or_group == "hydra"
                                       or o.key_or_group.startswith(("hydra.", "hydra/"))
                                       or o.key_or_group in CONFIG_GROUPS
                                       or o.is_add() or o.is_force_add())]

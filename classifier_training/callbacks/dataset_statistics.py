@@ -16,7 +16,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from rich.console import Console
 from typing_extensions import override
 
-from .base import ArtifactCallback, new_figure, save_figure
+from .base import ArtifactCallback, new_figure
 from ..core import ImageReadError, atomic_write_json, load_image_rgb
 from ..data.check import DatasetReport, class_distribution_table, duplicate_counts
 from ..data.datasets import SPLITS
